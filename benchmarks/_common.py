@@ -1,0 +1,44 @@
+"""Shared helpers of the benchmark scripts: locating ../shared, running clipwise, saving results."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CLIPWISE_SHARED", ROOT.parent / "shared")) / "datasets"
+RESULTS = ROOT / "benchmarks" / "results"
+CLIPWISE = [sys.executable, "-m", "clipwise"]
+
+
+def dataset_manifest(name: str) -> Path:
+    path = SHARED / name / "manifest.csv"
+    if not path.is_file():
+        sys.exit(f"{path} not found: set CLIPWISE_SHARED to the folder holding datasets/")
+    return path
+
+
+def run_clipwise(args: list[str], *, log: Path) -> float:
+    """Run a clipwise command, tee its output to ``log``; return the wall time in seconds."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with open(log, "a") as f:
+        f.write(f"\n$ clipwise {' '.join(args)}\n")
+        f.flush()
+        proc = subprocess.run(CLIPWISE + args, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        sys.exit(f"clipwise {' '.join(args)} failed (exit {proc.returncode}); see {log}")
+    return time.time() - t0
+
+
+def save_result(name: str, result: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    result = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(), **result}
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return path

@@ -1,0 +1,5 @@
+import sys
+
+from clipwise.cli import main
+
+sys.exit(main())

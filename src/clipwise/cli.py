@@ -1,0 +1,248 @@
+"""The ``clipwise`` command: parses arguments, validates them and calls one function per command.
+
+Errors a user can cause are :class:`~clipwise.errors.ClipwiseError` subclasses: they are printed as one clear
+message (what, where, the fix) and the command exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from clipwise.errors import ClipwiseError, ConfigError
+
+
+def _quiet_third_party() -> None:
+    # Lightning advertises services on every run and torch's pytree shim warns on each step; neither helps users
+    os.environ.setdefault("LIGHTNING_DISABLE_TIPS", "1")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+    warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
+    import logging
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# -- commands ----------------------------------------------------------------------------------------------------
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from clipwise.data.recipes import list_recipes
+
+    for name, description in list_recipes():
+        print(f"{name:10s} {description}")
+    print("\nUse: clipwise prepare NAME --root DIR --out manifest.csv")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from clipwise.models import list_models
+
+    print(f"{'name':26s} {'family':14s} description")
+    for entry in list_models():
+        default = " (default)" if entry.name == "audiocnn" else ""
+        print(f"{entry.name:26s} {entry.family:14s} {entry.description}{default}")
+    print("\nAny other timm model name also works as a backbone (see timm.list_models()).")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from clipwise.config import describe_config
+
+    print(describe_config())
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from clipwise.data.manifest import write_manifest
+    from clipwise.data.recipes import prepare
+
+    columns = {k: v for k, v in vars(args).items() if k.endswith("_column") and v}
+    df = prepare(args.source, root=args.root, **columns)
+    out = write_manifest(df, args.out)
+    counts = df["label"].value_counts()
+    extra = [c for c in ("split", "fold", "group") if c in df.columns]
+    print(f"wrote {out}: {len(df)} clips, {len(counts)} labels" + (f", columns {', '.join(extra)}" if extra else ""))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from clipwise.config import load_config
+    from clipwise.train.fit import train
+
+    overrides = list(args.overrides)
+    base = None
+    out = args.out
+    if args.resume:
+        from clipwise.run import RunFolder
+
+        run = RunFolder.open(args.resume)
+        base = run.load_config_dict()
+        out = str(run.root)
+        if not run.last_checkpoint.is_file():
+            raise ConfigError(f"cannot resume {run.root}: checkpoints/last.ckpt is missing (no epoch finished)")
+    for flag, key in (("data", "data.manifest"), ("model", "model.name"), ("epochs", "train.epochs"),
+                      ("test_fold", "data.test_fold")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.insert(0, f"{key}={Path(value).resolve() if flag == 'data' else value}")
+    if args.skip_bad:
+        overrides.insert(0, "data.skip_bad=true")
+    config = load_config(args.config, overrides=overrides, base=base)
+    from clipwise.models import is_known_model
+
+    if not is_known_model(config.model.name):
+        from clipwise.models.registry import MODELS
+
+        raise ConfigError(MODELS.unknown_message(config.model.name) + " Any timm model name also works.")
+    run_dir = train(config, out=out, resume=bool(args.resume))
+    _print_summary(run_dir)
+    return 0
+
+
+def _print_summary(run_dir: Path) -> None:
+    from clipwise.run import RunFolder
+
+    run = RunFolder(run_dir)
+    if not run.summary_path.is_file():
+        return
+    summary = run.load_summary()
+    print(f"\nrun folder: {run.root}")
+    for split in ("train_clean", "val", "test"):
+        if split in summary:
+            m = summary[split]
+            print(f"  {split:12s} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  n={m['n']}")
+    print(f"  best epoch {summary.get('best_epoch')} of {summary.get('epochs_run')}; report: {run.report_path}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from clipwise.infer.evaluate import evaluate_run
+
+    result = evaluate_run(args.run, data=args.data, split=args.split, checkpoint=args.checkpoint)
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        m = result["metrics"]
+        print(f"{result['source']} ({m['n']} clips, checkpoint {result['checkpoint']})")
+        for key in ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy", "loss"):
+            print(f"  {key:18s} {m[key]:.4f}")
+        print(f"predictions: {result['predictions']}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from clipwise.infer.predictor import Predictor, find_audio
+
+    files = find_audio(args.paths)
+    predictor = Predictor.from_run(args.run, checkpoint=args.checkpoint)
+    probs = predictor.predict_files(files)
+    top = predictor.top_k(probs, k=args.top_k)
+    _print_predictions(files, top, fmt=args.format)
+    return 0
+
+
+def _print_predictions(files: list[Path], top: list[list[tuple[str, float]]], *, fmt: str) -> None:
+    if fmt == "json":
+        rows = [{"path": str(f), "top": [{"label": lab, "probability": round(p, 6)} for lab, p in t]}
+                for f, t in zip(files, top)]
+        print(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        import csv
+
+        k = len(top[0]) if top else 0
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["path"] + [c for i in range(1, k + 1) for c in (f"label_{i}", f"prob_{i}")])
+        for f, t in zip(files, top):
+            writer.writerow([str(f)] + [c for lab, p in t for c in (lab, f"{p:.6f}")])
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("file", *[f"#{i + 1}" for i in range(len(top[0]) if top else 0)])
+        for f, t in zip(files, top):
+            table.add_row(str(f), *[f"{lab} {p:.3f}" for lab, p in t])
+        Console().print(table)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from clipwise.demo import run_demo
+
+    run_demo(out=Path(args.out), epochs=args.epochs)
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clipwise", description="Train, evaluate and use sound classifiers.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("datasets", help="list dataset recipes")
+    s.set_defaults(fn=cmd_datasets)
+    s = sub.add_parser("models", help="list registered models")
+    s.set_defaults(fn=cmd_models)
+    s = sub.add_parser("config", help="print every config key with its default")
+    s.set_defaults(fn=cmd_config)
+
+    s = sub.add_parser("prepare", help="build a manifest CSV from a recipe, a folder-per-class tree or a CSV")
+    s.add_argument("source", help="recipe name (see `clipwise datasets`), a folder of class folders, or a CSV")
+    s.add_argument("--root", help="dataset folder (for recipes)")
+    s.add_argument("--out", required=True, help="manifest CSV to write")
+    for col in ("path", "label", "split", "fold", "group", "start", "end"):
+        s.add_argument(f"--{col}-column", dest=f"{col}_column", help=f"column holding the {col} (CSV sources)")
+    s.set_defaults(fn=cmd_prepare)
+
+    s = sub.add_parser("train", help="train a model and write a run folder")
+    s.add_argument("--data", help="manifest CSV")
+    s.add_argument("--model", help="model name (default: audiocnn; see `clipwise models`)")
+    s.add_argument("--config", help="YAML config file")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--test-fold", type=int, help="with a fold column: the fold used as test set")
+    s.add_argument("--out", help="run folder (default: runs/<data>-<model>-<time>)")
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    s.add_argument("--skip-bad", action="store_true", help="skip unreadable files (listed in the run folder)")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3")
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("evaluate", help="evaluate a run's best checkpoint on a split or another manifest")
+    s.add_argument("run", help="run folder")
+    s.add_argument("--data", help="another manifest to evaluate on (default: the run's own data)")
+    s.add_argument("--split", help="split to evaluate (default: test; with --data: every row)")
+    s.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    s.add_argument("--format", default="table", choices=["table", "json"])
+    s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("predict", help="top-k labels for audio files or folders")
+    s.add_argument("run", help="run folder (or a checkpoint file)")
+    s.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
+    s.add_argument("--top-k", type=int, default=3)
+    s.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    s.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    s.set_defaults(fn=cmd_predict)
+
+    s = sub.add_parser("demo", help="train on a built-in synthetic dataset, report, predict")
+    s.add_argument("--out", default="runs/demo", help="folder for the demo data and run")
+    s.add_argument("--epochs", type=int, default=None, help=argparse.SUPPRESS)
+    s.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``clipwise`` command."""
+    _quiet_third_party()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ClipwiseError as e:
+        print(f"clipwise {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        hint = " Resume with `clipwise train --resume RUN_DIR`." if args.command == "train" else ""
+        print(f"\nclipwise {args.command}: interrupted.{hint}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

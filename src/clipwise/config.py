@@ -1,0 +1,281 @@
+"""Typed, strict configuration: defaults, YAML files and dotted ``key=value`` overrides.
+
+Every section is a pydantic model that forbids unknown keys, so a typo (``optim.lrr=1e-3``) is an error that
+names the key and suggests the closest valid one instead of being silently ignored. The resolved config (with
+``auto`` values replaced by what was chosen) is saved in every run folder and checkpoint.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from clipwise.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """How audio is read, cut and batched."""
+
+    manifest: str | None = Field(None, description="the manifest CSV (set by --data)")
+    sample_rate: int | Literal["auto"] = Field(
+        "auto", description="model sample rate in Hz; auto = the most common rate in the data, at most 16000"
+    )
+    clip_seconds: float | Literal["auto"] = Field(
+        "auto", description="model input length; auto = 95th percentile of training durations, 0.5-10 s"
+    )
+    pad_mode: Literal["zeros", "wrap", "reflect"] = "zeros"
+    train_crop: Literal["random", "center", "start"] = "random"
+    eval_hop_fraction: float = Field(0.5, gt=0, le=1, description="hop between scoring windows / clip length")
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    test_fraction: float = Field(0.15, gt=0, lt=1)
+    test_fold: int | None = None
+    batch_size: int = Field(32, ge=1)
+    num_workers: int = Field(0, ge=0, description="DataLoader workers (audio is decoded once and cached)")
+    skip_bad: bool = False
+    gain_db: float = Field(6.0, ge=0, description="random gain of +/- this many dB on training clips")
+    clean_train_clips: int = Field(512, ge=0, description="fixed training subset scored without augmentation")
+
+
+class FrontendConfig(_Section):
+    """The waveform -> spectrogram frontend that lives inside the model."""
+
+    name: Literal["logmel", "mfcc"] = "logmel"
+    n_mels: int = Field(64, ge=8, le=512)
+    win_ms: float = Field(25.0, gt=0)
+    hop_ms: float = Field(10.0, gt=0)
+    n_fft: int | None = Field(None, description="FFT size; default: next power of two >= the window")
+    f_min: float = Field(20.0, ge=0)
+    f_max: float | None = Field(None, description="default: sample_rate / 2")
+    n_mfcc: int = Field(40, ge=2)
+    normalize: bool = Field(True, description="standardise each bin with training-split statistics")
+
+
+class ModelConfig(_Section):
+    """Which network maps the (normalised) spectrogram to logits."""
+
+    name: str = "audiocnn"
+    pretrained: bool = False
+    dropout: float = Field(0.2, ge=0, lt=1)
+    params: dict[str, Any] = Field(default_factory=dict, description="extra constructor arguments")
+
+
+class AugmentConfig(_Section):
+    """Training-time augmentation; never applied to validation, test or clean-train scoring."""
+
+    specaugment: bool = True
+    freq_masks: int = Field(2, ge=0)
+    freq_mask_fraction: float = Field(0.15, ge=0, le=1, description="max width of a mask / n_mels")
+    time_masks: int = Field(2, ge=0)
+    time_mask_fraction: float = Field(0.1, ge=0, le=1, description="max width of a mask / frames")
+    mixup_alpha: float = Field(0.3, ge=0)
+    cutmix_alpha: float = Field(0.0, ge=0)
+    mixup_prob: float = Field(1.0, ge=0, le=1)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+
+
+class OptimConfig(_Section):
+    """AdamW with a warmup and a decay schedule, stepped per batch."""
+
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    warmup_epochs: float = Field(2.0, ge=0)
+    min_lr_ratio: float = Field(0.01, ge=0, le=1)
+
+
+class TrainConfig(_Section):
+    """The training loop: length, stopping, checkpoints, hardware."""
+
+    epochs: int = Field(40, ge=1)
+    patience: int | None = Field(12, ge=1, description="early-stopping patience in epochs; null disables")
+    monitor: Literal["val_accuracy", "val_macro_f1", "val_balanced_accuracy", "val_loss"] = "val_accuracy"
+    seed: int = 0
+    precision: Literal["32", "bf16"] = "32"
+    grad_clip: float | None = Field(5.0, gt=0)
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    max_minutes: float | None = Field(None, gt=0, description="stop training after this wall time")
+    progress: bool = True
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores")
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v: int | str) -> int | str:
+        if isinstance(v, str) and v != "auto" and not v.isdigit() and "," not in v:
+            raise ValueError("devices must be an integer, 'auto' or a comma-separated list of device ids")
+        return int(v) if isinstance(v, str) and v.isdigit() else v
+
+
+class Config(_Section):
+    """The whole configuration of a run."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    frontend: FrontendConfig = Field(default_factory=FrontendConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_valid_keys(ann, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _config_key(loc: tuple) -> str:
+    """The config key an error location points at: pydantic appends union members ("int", "literal['auto']")
+    and sequence indices to ``loc``, which are not keys a user can write."""
+    parts: list[str] = []
+    model: type[BaseModel] | None = Config
+    for part in loc:
+        if model is None or part not in model.model_fields:
+            break
+        parts.append(part)
+        ann = model.model_fields[part].annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return ".".join(parts) or ".".join(str(p) for p in loc)
+
+
+def _format_validation_error(err: ValidationError, *, source: str) -> str:
+    lines = []
+    # section names too, so a typo in the section ("trian.epochs") gets a suggestion
+    valid = list(Config.model_fields) + _valid_keys(Config)
+    invalid: dict[str, tuple[list[str], Any]] = {}  # key -> (messages of every union member, received value)
+    for e in err.errors():
+        if e["type"] == "extra_forbidden":
+            key = ".".join(str(p) for p in e["loc"])
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            lines.append(f"unknown config key {key!r} in {source}.{hint}")
+        else:
+            msgs, _ = invalid.setdefault(_config_key(e["loc"]), ([], e.get("input")))
+            msgs.append(e["msg"])
+    for key, (msgs, got) in invalid.items():
+        lines.append(f"invalid value for {key!r} in {source}: {' or '.join(msgs)} (got {got!r})")
+    lines.append("Run `clipwise config` to print every key with its default.")
+    return "\n".join(lines)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one ``key.sub=value`` override; the value is read as YAML (``1e-3``, ``true``, ``[1, 2]``).
+
+    Raises:
+        ConfigError: the text has no ``=`` or an empty key.
+    """
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (for example optim.lr=1e-3)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    # YAML reads 1e-3 as a string; numbers written that way are what users type for learning rates.
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    overrides: list[str] | dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Build a :class:`Config` from defaults, an optional base dict, a YAML file and overrides (in that order).
+
+    Args:
+        path: a YAML file with any subset of the sections.
+        overrides: ``["optim.lr=1e-3", ...]`` or a ``{"optim.lr": 1e-3}`` mapping.
+        base: a config dict applied before the file (e.g. a saved run's config when resuming).
+
+    Raises:
+        ConfigError: the file is missing or not YAML, a key is unknown or a value has the wrong type.
+    """
+    tree: dict[str, Any] = {}
+    sources = []
+    if base:
+        tree = yaml.safe_load(yaml.safe_dump(base))  # deep copy through plain types
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(loaded).__name__}")
+        for key, value in _flatten(loaded).items():
+            _set_dotted(tree, key, value)
+        sources.append(str(p))
+    items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
+    for key, value in items:
+        _set_dotted(tree, key, value)
+    if overrides:
+        sources.append("the command-line overrides")
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source=" and ".join(sources) or "the config")) from None
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        # model.params is a free-form mapping: keep it whole rather than flattening into it
+        if isinstance(value, dict) and value and dotted != "model.params":
+            out.update(_flatten(value, f"{dotted}."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def describe_config() -> str:
+    """Every key with its default and description, as YAML-like text (for ``clipwise config``)."""
+    lines = []
+    defaults = Config().to_dict()
+    for section, model in Config.model_fields.items():
+        lines.append(f"{section}:")
+        for name, field in model.annotation.model_fields.items():  # type: ignore[union-attr]
+            value = defaults[section][name]
+            desc = f"  # {field.description}" if field.description else ""
+            lines.append(f"  {name}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}{desc}")
+    return "\n".join(lines)

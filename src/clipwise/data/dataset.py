@@ -1,0 +1,161 @@
+"""Torch datasets over a manifest: decoded audio cached once, random crops for training, windows for scoring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from clipwise.augment import random_gain
+from clipwise.data.audio import fix_length, frame_windows, is_silent, load_audio
+from clipwise.data.manifest import parse_labels
+
+
+def _optional(row: pd.Series, key: str) -> float | None:
+    value = row.get(key)
+    return None if value is None or pd.isna(value) else float(value)
+
+
+@dataclass
+class AudioStore:
+    """Decoded, resampled mono audio for every row of a manifest, kept in memory.
+
+    Audio is decoded once per process: re-decoding FLAC every epoch would cost more than the model on CPU.
+    """
+
+    paths: list[str]
+    waves: list[np.ndarray]
+    sample_rate: int
+    silent: list[bool] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, df: pd.DataFrame, *, sample_rate: int, progress: bool = False) -> AudioStore:
+        """Decode every row of ``df`` (its ``start``/``end`` columns select segments)."""
+        rows = df.to_dict("records")
+        if progress and len(rows) > 200:
+            from tqdm.auto import tqdm
+
+            rows = tqdm(rows, desc="decoding audio", unit="clip", leave=False)
+        waves = []
+        for row in rows:
+            waves.append(
+                load_audio(
+                    row["path"],
+                    sample_rate=sample_rate,
+                    start_seconds=_optional(pd.Series(row), "start"),
+                    end_seconds=_optional(pd.Series(row), "end"),
+                )
+            )
+        return cls(list(df["path"]), waves, sample_rate, [is_silent(w) for w in waves])
+
+    def durations(self) -> np.ndarray:
+        return np.array([len(w) / self.sample_rate for w in self.waves])
+
+
+def encode_targets(df: pd.DataFrame, labels: list[str], *, multi_label: bool = False) -> np.ndarray:
+    """Class indices ``(N,)``, or a multi-hot matrix ``(N, C)`` when ``multi_label``."""
+    index = {name: i for i, name in enumerate(labels)}
+    if multi_label:
+        out = np.zeros((len(df), len(labels)), dtype=np.float32)
+        for r, value in enumerate(df["label"]):
+            for name in parse_labels(value):
+                out[r, index[name]] = 1.0
+        return out
+    return np.array([index[v] for v in df["label"]], dtype=np.int64)
+
+
+class TrainDataset(Dataset):
+    """Random fixed-length crops (or pads) with random gain; yields ``(wave, target)``.
+
+    Args:
+        store: decoded audio.
+        targets: from :func:`encode_targets`.
+        clip_samples: model input length.
+        pad_mode: how clips shorter than the input are filled.
+        crop: where long clips are cut (``random`` for training).
+        gain_db: random gain range.
+        seed: base seed; each epoch and example draw from their own stream.
+    """
+
+    def __init__(
+        self,
+        store: AudioStore,
+        targets: np.ndarray,
+        *,
+        clip_samples: int,
+        pad_mode: str = "zeros",
+        crop: str = "random",
+        gain_db: float = 0.0,
+        seed: int = 0,
+    ):
+        self.store = store
+        self.targets = targets
+        self.clip_samples = clip_samples
+        self.pad_mode = pad_mode
+        self.crop = crop
+        self.gain_db = gain_db
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.store.waves)
+
+    def __getitem__(self, i: int):
+        # a stream per (seed, epoch, item): reproducible whatever the worker count or order
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        x = fix_length(self.store.waves[i], self.clip_samples, pad_mode=self.pad_mode, crop=self.crop, rng=rng)
+        x = random_gain(x, max_gain_db=self.gain_db, rng=rng)
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.as_tensor(self.targets[i])
+
+
+class WindowDataset(Dataset):
+    """Every clip as the windows that cover it; yields ``(windows (n, samples), target, index)``.
+
+    Used for validation, test and prediction, so a clip longer than the model input is scored whole.
+    """
+
+    def __init__(
+        self,
+        store: AudioStore,
+        targets: np.ndarray | None,
+        *,
+        clip_samples: int,
+        hop_samples: int,
+        pad_mode: str = "zeros",
+    ):
+        self.store = store
+        self.targets = targets
+        self.clip_samples = clip_samples
+        self.hop_samples = hop_samples
+        self.pad_mode = pad_mode
+
+    def __len__(self) -> int:
+        return len(self.store.waves)
+
+    def __getitem__(self, i: int):
+        w = frame_windows(
+            self.store.waves[i], window_samples=self.clip_samples, hop_samples=self.hop_samples, pad_mode=self.pad_mode
+        )
+        target = torch.as_tensor(self.targets[i]) if self.targets is not None else torch.tensor(-1)
+        return torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)), target, i
+
+
+def collate_windows(batch):
+    """Stack the windows of several clips; ``counts`` says how many belong to each clip."""
+    windows, targets, index = zip(*batch)
+    counts = torch.tensor([w.shape[0] for w in windows])
+    return torch.cat(windows), torch.stack(targets), counts, torch.tensor(index)
+
+
+def aggregate_windows(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Mean of per-window scores for each clip: ``(sum(counts), C) -> (len(counts), C)``."""
+    owner = torch.repeat_interleave(torch.arange(len(counts), device=scores.device), counts.to(scores.device))
+    out = torch.zeros(len(counts), scores.shape[1], dtype=scores.dtype, device=scores.device)
+    out.index_add_(0, owner, scores)
+    return out / counts.to(scores.device, scores.dtype)[:, None]

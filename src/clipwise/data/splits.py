@@ -1,0 +1,197 @@
+"""Train / val / test assignment that respects a manifest's own split, its folds and its groups.
+
+Rows that share a ``group`` (a recording, a speaker, a source file) always land on the same side, so a
+score never rests on audio the model heard in training.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import (
+    GroupShuffleSplit,
+    ShuffleSplit,
+    StratifiedGroupKFold,
+    StratifiedShuffleSplit,
+)
+
+from clipwise.data.manifest import SPLITS, normalise_split, parse_labels
+from clipwise.errors import ConfigError, ManifestError
+
+__all__ = ["assign_splits", "split_summary"]
+
+
+def _check_fraction(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ConfigError(f"{name} must be a number between 0 and 1 (exclusive), got {value!r}")
+    return float(value)
+
+
+def _first_labels(df: pd.DataFrame) -> np.ndarray:
+    """One stratification label per row: the first of a multi-label cell."""
+    return np.array([(parse_labels(v) or [""])[0] for v in df["label"]], dtype=object)
+
+
+def _n_held(n: int, fraction: float) -> int:
+    """How many of ``n`` items to hold out: about ``fraction``, but never none and never all."""
+    return max(1, min(n - 1, int(round(fraction * n))))
+
+
+def _hold_out(df: pd.DataFrame, fraction: float, seed: int, what: str) -> np.ndarray:
+    """Boolean mask of rows to hold out (about ``fraction`` of them), keeping groups whole.
+
+    Raises:
+        ManifestError: fewer than two rows, or every row shares one group.
+    """
+    n = len(df)
+    y = _first_labels(df)
+    index = np.arange(n)
+    held = np.zeros(n, dtype=bool)
+    if "group" in df:
+        groups = df["group"].astype(str).to_numpy()
+        n_groups = len(np.unique(groups))
+        if n_groups < 2:
+            raise ManifestError(
+                f"cannot hold out a {what} set: all {n} rows share the group {groups[0]!r}, and a group may not "
+                "be split; give the rows distinct groups or add a 'split' column"
+            )
+        n_splits = min(n_groups, max(2, int(round(1.0 / fraction))))
+        try:
+            with warnings.catch_warnings():  # sklearn warns about classes smaller than n_splits; that is fine
+                warnings.simplefilter("ignore", UserWarning)
+                folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+                _, chosen = next(folds.split(index, y, groups))
+        except ValueError:
+            chosen = np.array([], dtype=int)
+        if len(chosen) == 0 or len(chosen) == n:
+            splitter = GroupShuffleSplit(n_splits=1, test_size=_n_held(n_groups, fraction), random_state=seed)
+            _, chosen = next(splitter.split(index, y, groups))
+    else:
+        if n < 2:
+            raise ManifestError(f"cannot hold out a {what} set from a single row; add more rows or a 'split' column")
+        n_test = _n_held(n, fraction)
+        try:
+            splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_test, random_state=seed)
+            _, chosen = next(splitter.split(index, y))
+        except ValueError:  # a class with one member, or fewer held-out rows than classes
+            _, chosen = next(ShuffleSplit(n_splits=1, test_size=n_test, random_state=seed).split(index))
+    held[chosen] = True
+    return held
+
+
+def _split_from_column(df: pd.DataFrame) -> np.ndarray:
+    split = df["split"].map(normalise_split)
+    bad = split.isna()
+    if bad.any():
+        values = ", ".join(repr(v) for v in df.loc[bad, "split"].unique()[:5])
+        raise ManifestError(f"column 'split' holds {values}; use train, val or test")
+    return split.to_numpy(dtype=object)
+
+
+def _split_from_folds(df: pd.DataFrame, test_fold: int | None) -> np.ndarray:
+    folds = sorted(int(f) for f in pd.unique(df["fold"]))
+    if test_fold is None:
+        test_fold = folds[0]
+        warnings.warn(
+            f"no test_fold given: using the lowest fold ({test_fold}) as the test set (folds: "
+            f"{', '.join(map(str, folds))}); set test_fold to choose another",
+            UserWarning,
+            stacklevel=3,
+        )
+    elif test_fold not in folds:
+        raise ConfigError(f"test_fold={test_fold!r} is not a fold of this manifest; available folds: "
+                          f"{', '.join(map(str, folds))}")
+    return np.where(df["fold"].to_numpy() == test_fold, "test", "train").astype(object)
+
+
+def assign_splits(
+    df: pd.DataFrame,
+    *,
+    test_fold: int | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Give every row a split: train, val or test.
+
+    - A ``split`` column is kept as it is; when it has no val rows, val is held out of train.
+    - Otherwise, with a ``fold`` column, the rows of ``test_fold`` (default: the lowest fold, with a
+      warning) are the test set and val is held out of the rest.
+    - Otherwise test and then val are held out of all rows.
+
+    Held-out sets keep ``group``s whole and are stratified by (first) label where possible.
+
+    Args:
+        df: a manifest.
+        test_fold: the fold to test on (only with a ``fold`` column).
+        val_fraction: share held out for validation: of the training rows when the test set comes from
+            ``split`` or ``fold``, of all rows otherwise.
+        test_fraction: share of all rows held out for test (only without ``split`` and ``fold``).
+        seed: makes the assignment reproducible.
+
+    Returns:
+        A copy of ``df`` with a ``split`` column.
+
+    Raises:
+        ConfigError: bad fractions, ``test_fold`` together with a ``split`` column, or an unknown fold.
+        ManifestError: the training set would be empty, or groups make a hold-out impossible.
+    """
+    val_fraction = _check_fraction("val_fraction", val_fraction)
+    test_fraction = _check_fraction("test_fraction", test_fraction)
+    if len(df) == 0:
+        raise ManifestError("cannot assign splits to an empty manifest")
+    if "split" in df and test_fold is not None:
+        raise ConfigError(
+            f"test_fold={test_fold!r} was given but the manifest already has a 'split' column; drop one of them"
+        )
+    if test_fold is not None and "fold" not in df:
+        raise ConfigError(f"test_fold={test_fold!r} was given but the manifest has no 'fold' column; leave it out")
+    out = df.copy()
+    if "split" in df:
+        split = _split_from_column(df)
+    elif "fold" in df:
+        split = _split_from_folds(df, test_fold)
+    else:
+        if test_fraction + val_fraction >= 1.0:
+            raise ConfigError(
+                f"val_fraction + test_fraction must be below 1 to leave training data, got "
+                f"{val_fraction} + {test_fraction}"
+            )
+        split = np.full(len(df), "train", dtype=object)
+        split[_hold_out(df, test_fraction, seed, "test")] = "test"
+        val_fraction = val_fraction / (1.0 - test_fraction)  # of what is left after the test set
+    if not (split == "val").any():
+        train = np.flatnonzero(split == "train")
+        if len(train) == 0:
+            raise ManifestError("the manifest has no training rows; mark some rows split=train")
+        held = _hold_out(df.iloc[train], val_fraction, seed, "validation")
+        split[train[held]] = "val"
+    if not (split == "train").any():
+        raise ManifestError("no rows are left for training; mark some rows split=train or use fewer folds for test")
+    if not (split == "test").any():
+        warnings.warn("the test set is empty: the manifest's 'split' column has no test rows", UserWarning,
+                      stacklevel=2)
+    out["split"] = split.astype(str)
+    return out
+
+
+def split_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Clip counts per label (rows) and split (columns train, val, test, total); multi-label rows count
+    once for each of their labels.
+
+    Raises:
+        ManifestError: ``df`` has no ``split`` or ``label`` column.
+    """
+    for column in ("split", "label"):
+        if column not in df:
+            raise ManifestError(f"split_summary needs a {column!r} column; run assign_splits first")
+    pairs = pd.DataFrame(
+        [(name, split) for cell, split in zip(df["label"], df["split"]) for name in parse_labels(cell)],
+        columns=["label", "split"],
+    )
+    table = pd.crosstab(pairs["label"], pairs["split"]).reindex(columns=list(SPLITS), fill_value=0)
+    table["total"] = table.sum(axis=1)
+    table.columns.name = None
+    return table

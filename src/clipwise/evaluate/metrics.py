@@ -1,0 +1,207 @@
+"""Classification metrics as pure functions on numpy arrays.
+
+Conventions: ``y_true`` holds class indices (N,), ``probs`` holds class probabilities (N, C) whose column
+``c`` belongs to ``labels[c]``, and a prediction is the arg-max of a row. Classes that are absent from
+``y_true`` (common in small test splits) never raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+from clipwise.errors import ConfigError
+
+#: Probabilities are clipped to [LOG_LOSS_EPS, 1] so one confident mistake costs at most ~16 nats.
+LOG_LOSS_EPS = 1e-7
+
+
+def classification_metrics(
+    y_true: np.ndarray, probs: np.ndarray, *, labels: Sequence[str]
+) -> dict[str, float]:
+    """Single-label classification scores of one split.
+
+    Args:
+        y_true: true class indices, shape (N,).
+        probs: predicted probabilities, shape (N, C), C = ``len(labels)``.
+        labels: class names, index = class id.
+
+    Returns:
+        ``accuracy``, ``balanced_accuracy`` (mean recall over the classes present in ``y_true``),
+        ``macro_f1`` (mean F1 over the classes present in ``y_true`` or predicted, so a class the split
+        does not contain and the model never predicts does not count), ``weighted_f1``,
+        ``top5_accuracy`` (top-k with k = min(5, C)), ``log_loss`` (natural log, clipped probabilities)
+        and ``n`` (an int).
+
+    Raises:
+        ConfigError: if the shapes disagree, the split is empty or an index is out of range.
+    """
+    y_true, probs = _check(y_true, probs, n_classes=len(labels))
+    n, n_classes = probs.shape
+    y_pred = probs.argmax(axis=1)
+    k = min(5, n_classes)
+    # A stable sort on -probs keeps ties in class order, so the result does not depend on the platform.
+    top_k = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    p_true = np.clip(probs[np.arange(n), y_true], LOG_LOSS_EPS, 1.0)
+    return {
+        "accuracy": float(np.mean(y_pred == y_true)),
+        "balanced_accuracy": _balanced_accuracy(y_true, y_pred, n_classes=n_classes),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "weighted_f1": float(
+            f1_score(y_true, y_pred, labels=range(n_classes), average="weighted", zero_division=0)
+        ),
+        "top5_accuracy": float(np.mean((top_k == y_true[:, None]).any(axis=1))),
+        "log_loss": float(-np.mean(np.log(p_true))),
+        "n": int(n),
+    }
+
+
+def per_class_report(y_true: np.ndarray, probs: np.ndarray, *, labels: Sequence[str]) -> pd.DataFrame:
+    """Precision, recall, F1 and support of every class.
+
+    Args:
+        y_true: true class indices, shape (N,).
+        probs: predicted probabilities, shape (N, C).
+        labels: class names, index = class id.
+
+    Returns:
+        A DataFrame indexed by label (every class, in class order) with columns ``precision``,
+        ``recall``, ``f1`` (0 where undefined) and ``support`` (int).
+
+    Raises:
+        ConfigError: if the shapes disagree or an index is out of range.
+    """
+    y_true, probs = _check(y_true, probs, n_classes=len(labels))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, probs.argmax(axis=1), labels=range(len(labels)), zero_division=0
+    )
+    return pd.DataFrame(
+        {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(int)},
+        index=pd.Index(list(labels), name="label"),
+    )
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, *, n_classes: int, normalize: bool) -> np.ndarray:
+    """Confusion matrix with rows = true class and columns = predicted class.
+
+    Args:
+        y_true: true class indices, shape (N,).
+        y_pred: predicted class indices, shape (N,).
+        n_classes: number of classes C.
+        normalize: divide each row by its count, so a row is the distribution of predictions for one
+            true class; rows of classes without samples stay all zero.
+
+    Returns:
+        A (C, C) array: int counts, or floats when ``normalize``.
+
+    Raises:
+        ConfigError: if the arrays differ in length or hold an index outside [0, C).
+    """
+    y_true = _indices(y_true, "y_true", n_classes)
+    y_pred = _indices(y_pred, "y_pred", n_classes)
+    if len(y_true) != len(y_pred):
+        raise ConfigError(
+            f"y_true has {len(y_true)} entries but y_pred has {len(y_pred)}; pass one prediction per clip"
+        )
+    counts = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes)
+    counts = counts.reshape(n_classes, n_classes)
+    if not normalize:
+        return counts
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
+
+
+def top_confusions(
+    y_true: np.ndarray, y_pred: np.ndarray, *, labels: Sequence[str], k: int = 10
+) -> list[tuple[str, str, int]]:
+    """The most frequent mistakes.
+
+    Args:
+        y_true: true class indices, shape (N,).
+        y_pred: predicted class indices, shape (N,).
+        labels: class names, index = class id.
+        k: how many pairs to return at most.
+
+    Returns:
+        Up to ``k`` ``(true_label, predicted_label, count)`` tuples with count > 0, most frequent first
+        (ties in class order).
+
+    Raises:
+        ConfigError: as :func:`confusion`.
+    """
+    counts = confusion(y_true, y_pred, n_classes=len(labels), normalize=False)
+    np.fill_diagonal(counts, 0)
+    true_idx, pred_idx = np.nonzero(counts)
+    order = sorted(zip(true_idx, pred_idx), key=lambda tp: (-counts[tp], tp[0], tp[1]))
+    return [(labels[t], labels[p], int(counts[t, p])) for t, p in order[:k]]
+
+
+def majority_baseline(y_train: np.ndarray, y_eval: np.ndarray) -> dict[str, float]:
+    """Scores of always predicting the most frequent training class.
+
+    Args:
+        y_train: class indices of the training split (the baseline's only "training").
+        y_eval: class indices of the split to score.
+
+    Returns:
+        ``accuracy``, ``balanced_accuracy`` and ``class_index`` (the majority class; ties go to the
+        lowest index).
+
+    Raises:
+        ConfigError: if either array is empty or holds a negative index.
+    """
+    y_train = _indices(y_train, "y_train", None)
+    y_eval = _indices(y_eval, "y_eval", None)
+    for name, y in (("y_train", y_train), ("y_eval", y_eval)):
+        if len(y) == 0:
+            raise ConfigError(f"{name} is empty; the majority baseline needs a clip in each split")
+    majority = int(np.bincount(y_train).argmax())
+    return {
+        "accuracy": float(np.mean(y_eval == majority)),
+        "balanced_accuracy": _balanced_accuracy(
+            y_eval, np.full_like(y_eval, majority), n_classes=max(majority, int(y_eval.max())) + 1
+        ),
+        "class_index": majority,
+    }
+
+
+def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, *, n_classes: int) -> float:
+    # Mean recall over the classes that occur; sklearn agrees but warns about absent classes.
+    support = np.bincount(y_true, minlength=n_classes)
+    hits = np.bincount(y_true[y_true == y_pred], minlength=n_classes)
+    present = support > 0
+    return float(np.mean(hits[present] / support[present]))
+
+
+def _indices(y: np.ndarray, name: str, n_classes: int | None) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ConfigError(f"{name} must be a 1-D array of class indices, got shape {y.shape}")
+    if y.size and not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.mod(y, 1) == 0):
+            raise ConfigError(f"{name} must hold integer class indices, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if y.size and (y.min() < 0 or (n_classes is not None and y.max() >= n_classes)):
+        bad = int(y.min()) if y.min() < 0 else int(y.max())
+        allowed = "a non-negative index" if n_classes is None else f"an index in [0, {n_classes})"
+        raise ConfigError(f"{name} holds class index {bad}, expected {allowed}; check the label list")
+    return y
+
+
+def _check(y_true: np.ndarray, probs: np.ndarray, *, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] != n_classes:
+        raise ConfigError(
+            f"probs must have shape (N, {n_classes}) to match {n_classes} labels, got {probs.shape}"
+        )
+    y_true = _indices(y_true, "y_true", n_classes)
+    if len(y_true) != len(probs):
+        raise ConfigError(
+            f"y_true has {len(y_true)} entries but probs has {len(probs)} rows; pass one row per clip"
+        )
+    if len(y_true) == 0:
+        raise ConfigError("no clips to score: y_true and probs are empty")
+    return y_true, probs

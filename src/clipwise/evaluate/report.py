@@ -1,0 +1,292 @@
+"""Run folder -> report.md, figures/curves.png and figures/confusion_matrix.png.
+
+The report is built only from files in the run folder, so every number in it can be recomputed from the
+folder. Figures are drawn on :class:`matplotlib.figure.Figure` objects rendered by the Agg canvas, which
+works without a display and never switches the backend of the process that imports clipwise (a notebook).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from clipwise.errors import ConfigError
+from clipwise.evaluate._notes import (
+    SPLIT_NAMES,
+    RunFacts,
+    automatic_notes,
+    counts,
+    find_best_epoch,
+    fmt,
+    numeric,
+    section,
+)
+from clipwise.evaluate.metrics import (
+    classification_metrics,
+    confusion,
+    majority_baseline,
+    per_class_report,
+    top_confusions,
+)
+from clipwise.run import PROB_PREFIX, RunFolder, atomic_path, atomic_write_text
+
+LOSS_COLUMNS = ("train_loss", "val_loss", "train_clean_loss")
+SCORE_METRICS = ("accuracy", "macro_f1")
+_TABLE = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
+          ("top5_accuracy", "top-5"), ("log_loss", "loss"), ("n", "n"))
+
+
+def plot_curves(
+    metrics: pd.DataFrame,
+    path: str | os.PathLike,
+    *,
+    monitor: str = "val_accuracy",
+    best_epoch: int | None = None,
+) -> Path:
+    """Plot learning curves: losses on the left, scores on the right, the best epoch as a vertical line.
+
+    Args:
+        metrics: the rows of metrics.csv; missing columns and NaN cells are skipped.
+        path: the PNG to write.
+        monitor: the column that chose the best epoch (highest score, or lowest if it names a loss).
+        best_epoch: the best epoch; default: found from ``monitor``.
+
+    Returns:
+        ``path``.
+    """
+    x = numeric(metrics["epoch"]) if "epoch" in metrics else np.arange(len(metrics), dtype=float)
+    if best_epoch is None:
+        best_epoch = find_best_epoch(metrics, monitor)
+    scores = [f"{split}_{m}" for m in SCORE_METRICS for split in ("val", "train_clean")]
+    if "loss" not in monitor and monitor not in scores:
+        scores.append(monitor)
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    for ax, columns, title in zip(fig.subplots(1, 2), (LOSS_COLUMNS, scores), ("loss", "score")):
+        drawn = False
+        for i, col in enumerate(columns):
+            y = numeric(metrics[col]) if col in metrics else np.array([])
+            ok = np.isfinite(x) & np.isfinite(y) if len(y) else np.zeros(0, bool)
+            if ok.any():
+                # Line style tells the split; colour tells the loss (left) or the metric (right, val and
+                # clean-train of one metric share a colour).
+                style = "--" if col.startswith("train_clean") else ":" if col.startswith("train") else "-"
+                color = f"C{i if title == 'loss' else i // 2}"
+                ax.plot(x[ok], y[ok], style, color=color, marker="o", markersize=3, label=col)
+                drawn = True
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="0.4", linewidth=1, label=f"best epoch ({best_epoch})")
+        if not drawn:
+            ax.text(0.5, 0.5, f"no {title} values", ha="center", va="center", transform=ax.transAxes)
+        ax.set(title=title, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if drawn or best_epoch is not None:
+            ax.legend(fontsize=8)
+    return _save(fig, path, dpi=110)
+
+
+def plot_confusion(cm_normalised: np.ndarray, labels: Sequence[str], path: str | os.PathLike) -> Path:
+    """Plot a row-normalised confusion matrix (rows = true class), readable from 2 to 60+ classes.
+
+    The figure and fonts scale with the number of classes; cells are annotated up to 20 classes.
+
+    Args:
+        cm_normalised: (C, C) array with rows summing to 1 (or 0 for classes without clips).
+        labels: the C class names.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ConfigError: if the matrix is not C x C.
+    """
+    cm = np.asarray(cm_normalised, dtype=float)
+    n = len(labels)
+    if cm.shape != (n, n):
+        raise ConfigError(f"cm_normalised must have shape ({n}, {n}) for {n} labels, got {cm.shape}")
+    side = float(np.clip(2.5 + 0.32 * n, 4.5, 24.0))
+    font = float(np.clip(220 / max(n, 1), 7.5, 11.0))  # a cell stays ~20 pt high, so 7.5 pt labels fit
+    fig = Figure(figsize=(side + 1.5, side), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(cm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
+    names = [lab if len(lab) <= 24 else lab[:23] + "…" for lab in labels]
+    rotation, align = (90, "center") if n > 6 else (45, "right")
+    ax.set_xticks(range(n), names, rotation=rotation, ha=align, fontsize=font)
+    ax.set_yticks(range(n), names, fontsize=font)
+    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (each row sums to 1)")
+    if n <= 20:
+        for (i, j), value in np.ndenumerate(cm):
+            if value > 0:
+                color = "white" if value > 0.5 else "black"
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=font * 0.85, color=color)
+    return _save(fig, path, dpi=110)
+
+
+def write_report(run_dir: str | os.PathLike) -> Path:
+    """Write report.md and its figures for a run folder.
+
+    Args:
+        run_dir: a folder written by ``clipwise train``.
+
+    Returns:
+        The path of report.md.
+
+    Raises:
+        RunError: if the folder is not a run folder or one of its files is unreadable.
+    """
+    facts = _load(RunFolder.open(run_dir))
+    notes = automatic_notes(facts)
+    lines = _header(facts) + ["## Notes", ""] + [f"- {n}" for n in notes or ["Nothing unusual was found."]]
+    if facts.metrics is not None and len(facts.metrics):
+        curves = facts.run.figures_dir / "curves.png"
+        plot_curves(facts.metrics, curves, monitor=facts.monitor, best_epoch=facts.best)
+        lines += ["", "## Learning curves", "", "![Learning curves](figures/curves.png)"]
+    if facts.y_true is not None:
+        lines += _class_sections(facts)
+    lines += _data_lines(facts)
+    atomic_write_text(facts.run.report_path, "\n".join(lines).rstrip() + "\n")
+    return facts.run.report_path
+
+
+def _load(run: RunFolder) -> RunFacts:
+    facts = RunFacts(run, cfg=run.load_config_dict(), summary=run.load_summary(), sources=["config.yaml"])
+    if run.labels_path.exists():
+        facts.labels = run.load_labels()
+        facts.sources.append("labels.json")
+    if run.metrics_path.exists():
+        facts.metrics = run.read_metrics()
+        facts.raw_metrics = pd.read_csv(run.metrics_path, dtype=str, keep_default_na=False)
+        facts.sources.append("metrics.csv")
+    if run.summary_path.exists():
+        facts.sources.append("summary.json")
+    for split in ("test", "val"):
+        if run.predictions_path(split).exists():
+            frame, probs, y_true = run.load_predictions(split)
+            prob_columns = [c for c in frame.columns if c.startswith(PROB_PREFIX)]
+            facts.split, facts.pred_labels = split, [c[len(PROB_PREFIX):] for c in prob_columns]
+            if y_true is not None:
+                facts.y_true, facts.probs = y_true[y_true >= 0], probs[y_true >= 0]
+            facts.sources.append(run.predictions_path(split).name)
+            break
+    for split in ("train", "train_clean"):
+        if facts.y_true is not None and run.predictions_path(split).exists():
+            y_train = run.load_predictions(split)[2]
+            if y_train is not None:
+                facts.y_train = y_train[y_train >= 0]
+                facts.sources.append(run.predictions_path(split).name)
+                break
+
+    summary = facts.summary
+    facts.monitor = str(summary.get("monitor") or section(facts.cfg, "train").get("monitor") or facts.monitor)
+    facts.best = summary.get("best_epoch")
+    facts.epochs_run = summary.get("epochs_run")
+    if facts.metrics is not None:
+        facts.best = find_best_epoch(facts.metrics, facts.monitor) if facts.best is None else facts.best
+        facts.epochs_run = len(facts.metrics) if facts.epochs_run is None else facts.epochs_run
+    split = next((s for s in ("test", "val") if isinstance(summary.get(s), dict)), None)
+    if split is not None:
+        facts.scores = split, summary[split]
+    elif facts.y_true is not None:
+        scores = classification_metrics(facts.y_true, facts.probs, labels=facts.pred_labels)
+        facts.scores = str(facts.split), scores
+    if isinstance(summary.get("baseline"), dict):
+        facts.baseline = summary["baseline"]
+    elif facts.y_train is not None and facts.scores is not None and facts.scores[0] == facts.split:
+        facts.baseline = {**majority_baseline(facts.y_train, facts.y_true), "computed_on": facts.split}
+    return facts
+
+
+def _header(facts: RunFacts) -> list[str]:
+    model_info = section(facts.summary, "model")
+    model = model_info.get("name") or section(facts.cfg, "model").get("name") or "unknown"
+    params = model_info.get("params")
+    params = f" ({params:,} parameters)" if isinstance(params, int) else ""
+    lines = [f"# Run report: {facts.run.name}", "", f"Model: **{model}**{params}.", ""]
+    lines += [f"Built only from files in this run folder: {', '.join(facts.sources)}.", "", "## Results", ""]
+    lines += _results_table(facts) + [""]
+    if facts.baseline is not None:
+        on = f" on {facts.baseline['computed_on']}" if facts.baseline.get("computed_on") else ""
+        lines += [f"Majority-class baseline (always predict the most frequent training class){on}: accuracy "
+                  f"{fmt(facts.baseline.get('accuracy'))}, balanced accuracy "
+                  f"{fmt(facts.baseline.get('balanced_accuracy'))}.", ""]
+    parts = [f"Best epoch: {facts.best} (chosen by `{facts.monitor}`)"] if facts.best is not None else []
+    parts += [f"epochs run: {facts.epochs_run}"] if facts.epochs_run is not None else []
+    seconds = section(facts.summary, "timing").get("train_seconds")
+    parts += [f"training time: {seconds / 60:.1f} min"] if isinstance(seconds, (int, float)) else []
+    return lines + (["; ".join(parts) + ".", ""] if parts else [])
+
+
+def _results_table(facts: RunFacts) -> list[str]:
+    rows = {s: facts.summary[s] for s in SPLIT_NAMES if isinstance(facts.summary.get(s), dict)}
+    note = []
+    if not rows and facts.scores is not None:
+        rows = dict([facts.scores])
+        note = ["", f"summary.json has no scores; these are computed from predictions_{facts.split}.csv."]
+    if not rows:
+        return ["No scores: summary.json has no split results and there are no labelled predictions."]
+    out = ["| split | " + " | ".join(title for _, title in _TABLE) + " |", "|---" * (1 + len(_TABLE)) + "|"]
+    for split, values in rows.items():
+        # The loss column shows log_loss (from metrics.py), else a "loss" the trainer logged.
+        cells = [fmt(values.get(key, values.get("loss") if key == "log_loss" else None)) for key, _ in _TABLE]
+        out.append(f"| {SPLIT_NAMES.get(split, split)} | " + " | ".join(cells) + " |")
+    n_classes = len(facts.labels or facts.pred_labels)
+    if 0 < n_classes <= 5:
+        note += ["", f"With {n_classes} classes, top-5 accuracy counts every prediction as a hit."]
+    return out + note
+
+
+def _class_sections(facts: RunFacts) -> list[str]:
+    labels, split = facts.pred_labels, facts.split
+    y_pred = facts.probs.argmax(axis=1)
+    cm = confusion(facts.y_true, y_pred, n_classes=len(labels), normalize=True)
+    plot_confusion(cm, labels, facts.run.figures_dir / "confusion_matrix.png")
+    table = per_class_report(facts.y_true, facts.probs, labels=labels)
+    out = ["", f"## Per-class results ({SPLIT_NAMES.get(split, split)}, predictions_{split}.csv)", ""]
+    out += ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    out += [f"| {_cell(lab)} | {r.precision:.4f} | {r.recall:.4f} | {r.f1:.4f} | {int(r.support)} |"
+            for lab, r in table.iterrows()]
+    out += ["", f"![Confusion matrix ({split})](figures/confusion_matrix.png)", "", "### Top confusions", ""]
+    pairs = top_confusions(facts.y_true, y_pred, labels=labels, k=10)
+    if not pairs:
+        return out + ["No confusions: every clip was classified correctly."]
+    out += ["| true | predicted | clips |", "|---|---|---|"]
+    return out + [f"| {_cell(t)} | {_cell(p)} | {count} |" for t, p, count in pairs]
+
+
+def _data_lines(facts: RunFacts) -> list[str]:
+    data = section(facts.summary, "data")
+    setting = {**data, **section(facts.cfg, "data")}  # the config's data section wins over the summary's
+    n_classes = len(facts.labels) if facts.labels is not None else data.get("n_classes")
+    out = [f"- classes: {n_classes}"] if n_classes is not None else []
+    clips = {s: data[f"n_{s}"] for s in ("train", "val", "test") if isinstance(data.get(f"n_{s}"), int)}
+    out += [f"- clips: {counts(clips)}"] if clips else []
+    if setting.get("sample_rate") is not None:
+        out.append(f"- sample rate: {setting['sample_rate']} Hz")
+    if setting.get("clip_seconds") is not None:
+        out.append(f"- clip length: {setting['clip_seconds']} s")
+    silent = data.get("silent_clips")
+    if isinstance(silent, (dict, int)):
+        out.append(f"- silent clips: {counts(silent) if isinstance(silent, dict) else silent}")
+    if isinstance(data.get("skipped_files"), int):
+        out.append(f"- skipped files: {data['skipped_files']}")
+    return ["", "## Data", "", *out] if out else []
+
+
+def _save(fig: Figure, path: str | os.PathLike, *, dpi: int) -> Path:
+    FigureCanvasAgg(fig)  # render with Agg regardless of the process's backend
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    return Path(path)
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|")

@@ -1,0 +1,133 @@
+"""The whole pipeline from waveform to logits as one ``nn.Module``.
+
+``AudioClassifier`` = frontend (log-mel / MFCC) -> per-bin normalisation -> backbone -> logits. It carries its
+input config (sample rate, clip length, frontend parameters, label names), so a checkpoint is all that
+serving code needs: ``AudioClassifier.load(path)`` rebuilds it from a clipwise checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from clipwise.errors import RunError
+from clipwise.frontends import BinNorm, build_frontend, n_frames
+from clipwise.models.registry import create_backbone
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a classifier (saved in every checkpoint)."""
+
+    labels: list[str]
+    sample_rate: int
+    clip_seconds: float
+    frontend: dict[str, Any]
+    model: dict[str, Any]
+    multi_label: bool = False
+    pad_mode: str = "zeros"
+    version: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.clip_seconds * self.sample_rate))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        return cls(**d)
+
+
+class AudioClassifier(nn.Module):
+    """Waveform ``(batch, samples)`` at ``spec.sample_rate`` -> logits ``(batch, classes)``.
+
+    ``spectrogram`` and ``forward_spec`` split the pipeline so training can augment (SpecAugment, mixup) the
+    normalised spectrogram in between; ``forward`` runs both and is what inference and export use.
+    """
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        fe = dict(spec.frontend)
+        self.frontend = build_frontend(sample_rate=spec.sample_rate, **fe)
+        self.norm = BinNorm(self.frontend.n_bins, enabled=fe.get("normalize", True))
+        frames = n_frames(spec.clip_samples, self.frontend.hop_length)
+        m = dict(spec.model)
+        self.backbone = create_backbone(
+            m["name"],
+            num_classes=len(spec.labels),
+            input_size=(self.frontend.n_bins, frames),
+            dropout=m.get("dropout", 0.0),
+            pretrained=m.get("pretrained", False) and not m.get("_weights_loaded", False),
+            **m.get("params", {}),
+        )
+
+    @property
+    def labels(self) -> list[str]:
+        return self.spec.labels
+
+    @property
+    def sample_rate(self) -> int:
+        return self.spec.sample_rate
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(bins, frames) of one clip's spectrogram."""
+        return self.frontend.n_bins, n_frames(self.spec.clip_samples, self.frontend.hop_length)
+
+    def features(self, wave: torch.Tensor) -> torch.Tensor:
+        """Un-normalised frontend output ``(batch, bins, frames)``."""
+        return self.frontend(wave)
+
+    def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
+        """Normalised spectrogram ``(batch, 1, bins, frames)``, the backbone's input."""
+        return self.norm(self.frontend(wave)).unsqueeze(1)
+
+    def forward_spec(self, spec: torch.Tensor) -> torch.Tensor:
+        return self.backbone(spec)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.forward_spec(self.spectrogram(wave))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, *, map_location: str = "cpu") -> AudioClassifier:
+        """Rebuild a classifier from a clipwise checkpoint (Lightning ``.ckpt`` or a plain ``.pt`` bundle).
+
+        Raises:
+            RunError: the file is missing or not a clipwise checkpoint.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise RunError(f"checkpoint not found: {path}")
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+            raise RunError(f"cannot read checkpoint {path}: {e}") from None
+        spec_dict = (ckpt.get("hyper_parameters") or {}).get("spec") or ckpt.get("spec")
+        if spec_dict is None:
+            raise RunError(f"{path} is not a clipwise checkpoint (no model spec inside)")
+        spec = ModelSpec.from_dict(spec_dict)
+        spec.model = {**spec.model, "_weights_loaded": True}
+        model = cls(spec)
+        state = ckpt["state_dict"]
+        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")} or state
+        model.load_state_dict(state)
+        model.eval()
+        return model
+
+    def save(self, path: str | Path) -> None:
+        """Save a plain bundle (spec + weights) that :meth:`load` reads without Lightning."""
+        spec = self.spec.to_dict()
+        spec["model"] = {k: v for k, v in spec["model"].items() if not k.startswith("_")}
+        torch.save({"spec": spec, "state_dict": self.state_dict()}, path)

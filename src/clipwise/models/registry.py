@@ -1,0 +1,133 @@
+"""Model registry: built-in audio networks by name, and any timm model name as a spectrogram backbone.
+
+A registered constructor takes ``num_classes``, ``input_size`` (bins, frames), ``dropout``, ``pretrained`` and
+its own keyword parameters, and returns an ``nn.Module`` mapping ``(batch, 1, bins, frames)`` to logits.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from clipwise.errors import ConfigError, RegistryError
+from clipwise.registry import Registry
+
+MODELS: Registry = Registry("model", list_command="clipwise models")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    family: str
+    description: str
+
+
+_ENTRIES: dict[str, ModelEntry] = {}
+
+# timm backbones that are tested on spectrograms and listed by `clipwise models`; any other timm name works too
+TESTED_TIMM_MODELS = {
+    "resnet18": "ResNet-18 (11 M params)",
+    "mobilenetv4_conv_small": "MobileNetV4 conv small (2.5 M params), fast on CPU",
+    "efficientnet_b0": "EfficientNet-B0 (4 M params)",
+    "regnety_008": "RegNetY-800MF (5.5 M params)",
+}
+
+
+def register_model(name: str, *, family: str, description: str) -> Callable:
+    """Decorator registering a built-in model constructor under ``name``."""
+
+    def wrap(fn: Callable) -> Callable:
+        MODELS.register(name)(fn)
+        _ENTRIES[name] = ModelEntry(name, family, description)
+        return fn
+
+    return wrap
+
+
+def list_models() -> list[ModelEntry]:
+    """Built-in models, then the timm backbones clipwise tests."""
+    timm_entries = [ModelEntry(n, "timm", d) for n, d in TESTED_TIMM_MODELS.items()]
+    return [_ENTRIES[n] for n in MODELS.names()] + timm_entries
+
+
+def _timm_backbone(
+    name: str, *, num_classes: int, input_size: tuple[int, int], dropout: float, pretrained: bool, **params: Any
+) -> nn.Module:
+    import timm
+
+    kwargs: dict[str, Any] = dict(in_chans=1, num_classes=num_classes, drop_rate=dropout, **params)
+    try:
+        try:
+            # transformers need the (non-square) spectrogram size to build their patch grid; CNNs reject it
+            return timm.create_model(name, pretrained=pretrained, img_size=tuple(input_size), **kwargs)
+        except TypeError as e:
+            if "img_size" not in str(e):
+                raise
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"model.params {params} are not accepted by timm model {name!r}: {e}") from None
+    except (OSError, RuntimeError) as e:
+        if not pretrained:
+            raise
+        raise ConfigError(
+            f"could not load pretrained weights for {name!r} ({e}). Without network access, download the "
+            f"weights elsewhere and pass model.params.pretrained_cfg_overlay={{file: /path/to/weights}}, "
+            f"or train from scratch (model.pretrained=false)."
+        ) from None
+
+
+def is_known_model(name: str) -> bool:
+    import timm
+
+    return name in MODELS or timm.is_model(name)
+
+
+def create_backbone(
+    name: str,
+    *,
+    num_classes: int,
+    input_size: tuple[int, int],
+    dropout: float = 0.0,
+    pretrained: bool = False,
+    **params: Any,
+) -> nn.Module:
+    """Create the network behind the frontend.
+
+    Args:
+        name: a registered model or any timm model name.
+        num_classes: output logits.
+        input_size: (bins, frames) of the spectrogram the model will see.
+        dropout: dropout before the classifier.
+        pretrained: load ImageNet weights (timm models only).
+        **params: extra constructor arguments (``model.params`` in the config).
+
+    Raises:
+        RegistryError: unknown name.
+        ConfigError: parameters the constructor does not accept.
+    """
+    if name in MODELS:
+        fn = MODELS.get(name)
+        if pretrained:
+            raise ConfigError(f"model {name!r} is a built-in clipwise model without pretrained weights; "
+                              "set model.pretrained=false")
+        # a **kwargs catch-all is not a parameter name a user can set
+        variadic = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+        accepted = {n for n, p in inspect.signature(fn).parameters.items() if p.kind not in variadic}
+        unknown = sorted(set(params) - accepted)
+        if unknown:
+            raise ConfigError(
+                f"model.params {unknown} not accepted by model {name!r}; it accepts "
+                f"{sorted(accepted - {'num_classes', 'input_size', 'dropout'})}"
+            )
+        return fn(num_classes=num_classes, input_size=tuple(input_size), dropout=dropout, **params)
+    import timm
+
+    if timm.is_model(name):
+        return _timm_backbone(
+            name, num_classes=num_classes, input_size=input_size, dropout=dropout, pretrained=pretrained, **params
+        )
+    raise RegistryError(MODELS.unknown_message(name) + " Any timm model name (timm.list_models()) also works.")

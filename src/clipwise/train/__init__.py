@@ -1,0 +1,1 @@
+"""Training: the Lightning module and the run-from-config entry point."""

@@ -1,0 +1,43 @@
+"""Lightning callbacks that write the run folder as training goes."""
+
+from __future__ import annotations
+
+import lightning as L
+import pandas as pd
+
+from clipwise.run import RunFolder, atomic_write_text
+
+
+class EpochMetricsCSV(L.Callback):
+    """Append one row per epoch to ``metrics.csv``: lr, training loss, validation and clean-train metrics.
+
+    On resume, rows after the resumed epoch (written by the interrupted run, not yet checkpointed) are
+    dropped first so the file matches the weights it continues from.
+    """
+
+    def __init__(self, run: RunFolder, *, resumed_epoch: int | None = None):
+        self.run = run
+        self.resumed_epoch = resumed_epoch
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        path = self.run.metrics_path
+        if self.resumed_epoch is None:
+            path.unlink(missing_ok=True)
+        elif path.is_file():
+            # read as text so a written "nan" (a diverged loss) survives the rewrite
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+            atomic_write_text(path, df[df["epoch"].astype(int) <= self.resumed_epoch].to_csv(index=False))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        row: dict[str, float | int] = {"epoch": trainer.current_epoch}
+        if trainer.optimizers:
+            row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        for key, value in sorted(trainer.callback_metrics.items()):
+            if key.endswith("_n"):
+                continue
+            row[key] = float(value)  # NaN/inf kept: a diverged loss must show in the file
+        self.run.append_metrics(row)

@@ -1,0 +1,382 @@
+"""Run a training from a config: data, model, Lightning trainer, final evaluation and the run folder.
+
+Read top to bottom: prepare the data (manifest -> checked files -> splits -> decoded audio), resolve the
+``auto`` settings from the training split, build the model and fit its normalisation, train with Lightning
+(best + last checkpoints, early stopping, resumable), then, on rank 0 only, score val / test / clean-train
+once with the best checkpoint and write predictions, summary.json and the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from clipwise.config import Config
+from clipwise.data.audio import audio_info, fix_length
+from clipwise.data.dataset import AudioStore, TrainDataset, WindowDataset, collate_windows, encode_targets
+from clipwise.data.manifest import check_files, label_names, parse_labels, read_manifest
+from clipwise.data.splits import assign_splits
+from clipwise.errors import ConfigError, ManifestError
+from clipwise.evaluate.metrics import majority_baseline
+from clipwise.infer.predictor import Predictor
+from clipwise.models.classifier import AudioClassifier, ModelSpec
+from clipwise.run import RunFolder
+from clipwise.train.callbacks import EpochMetricsCSV
+from clipwise.train.module import ClassifierModule, evaluation_metrics
+
+RUN_DIR_ENV = "CLIPWISE_RUN_DIR"  # shared with DDP child processes, which re-run the same command
+
+
+@dataclass
+class PreparedData:
+    """The manifest split three ways, decoded, with targets."""
+
+    frame: pd.DataFrame
+    labels: list[str]
+    stores: dict[str, AudioStore]
+    targets: dict[str, np.ndarray]
+    skipped: pd.DataFrame
+
+
+def default_run_dir(config: Config) -> Path:
+    """``runs/<manifest>-<model>-<timestamp>``, the same in every DDP process of one launch."""
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
+    stem = Path(config.data.manifest).stem if config.data.manifest else "data"
+    if stem == "manifest" and config.data.manifest:
+        stem = Path(config.data.manifest).parent.name
+    return Path("runs") / f"{stem}-{config.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def auto_sample_rate(paths: list[str], *, cap_hz: int = 16000, sample: int = 500) -> int:
+    """The most common native sample rate of the files, at most ``cap_hz`` (16 kHz covers most sound
+    classification needs and keeps the STFT cheap on CPU)."""
+    rng = np.random.default_rng(0)
+    chosen = rng.choice(len(paths), size=min(sample, len(paths)), replace=False)
+    rates = Counter(audio_info(paths[i]).sample_rate for i in chosen)
+    return int(min(cap_hz, rates.most_common(1)[0][0]))
+
+
+def auto_clip_seconds(durations: np.ndarray, *, percentile: float = 95, lo: float = 0.5, hi: float = 10.0) -> float:
+    """A clip length that holds 95 % of the training clips whole, rounded up to 0.1 s, within [lo, hi].
+
+    Longer clips are randomly cropped in training and scored by windows in evaluation, so nothing is lost;
+    a much longer input would mostly show the model padding.
+    """
+    value = float(np.percentile(durations, percentile))
+    return float(min(hi, max(lo, math.ceil(value * 10 - 1e-6) / 10)))
+
+
+def _check_labels(df: pd.DataFrame) -> list[str]:
+    train = df[df["split"] == "train"]
+    known = set(label_names(train))
+    for split in ("val", "test"):
+        part = df[df["split"] == split]
+        unknown = sorted({lab for v in part["label"] for lab in parse_labels(v)} - known)
+        if unknown:
+            rows = part[part["label"].map(lambda v: bool(set(parse_labels(v)) & set(unknown)))]
+            raise ManifestError(
+                f"label(s) {unknown} occur in the {split} split ({len(rows)} rows, e.g. {rows['path'].iloc[0]}) "
+                "but never in train, so no model can learn them. Add training clips of those classes or drop "
+                "the rows from the manifest."
+            )
+    return sorted(known)
+
+
+def prepare_data(config: Config, run: RunFolder | None) -> PreparedData:
+    """Read, check, split and decode the manifest named in ``config.data.manifest``."""
+    if not config.data.manifest:
+        raise ConfigError("no training data: pass --data MANIFEST.csv (make one with `clipwise prepare`)")
+    df = read_manifest(config.data.manifest)
+    df, bad = check_files(df, skip_bad=config.data.skip_bad)
+    if run is not None and len(bad):
+        bad.to_csv(run.skipped_files_path, index=False)
+    df = assign_splits(
+        df,
+        test_fold=config.data.test_fold,
+        val_fraction=config.data.val_fraction,
+        test_fraction=config.data.test_fraction,
+        seed=config.train.seed,
+    )
+    labels = _check_labels(df)
+    if config.data.sample_rate == "auto":
+        config.data.sample_rate = auto_sample_rate(list(df.loc[df["split"] == "train", "path"]))
+    stores, targets = {}, {}
+    for split in ("train", "val", "test"):
+        part = df[df["split"] == split]
+        stores[split] = AudioStore.load(part, sample_rate=config.data.sample_rate, progress=config.train.progress)
+        targets[split] = encode_targets(part, labels)
+    if config.data.clip_seconds == "auto":
+        config.data.clip_seconds = auto_clip_seconds(stores["train"].durations())
+    return PreparedData(df, labels, stores, targets, bad)
+
+
+def build_spec(config: Config, labels: list[str]) -> ModelSpec:
+    return ModelSpec(
+        labels=labels,
+        sample_rate=int(config.data.sample_rate),
+        clip_seconds=float(config.data.clip_seconds),
+        frontend=config.frontend.model_dump(),
+        model={"name": config.model.name, "pretrained": config.model.pretrained, "dropout": config.model.dropout,
+               "params": dict(config.model.params)},
+        pad_mode=config.data.pad_mode,
+    )
+
+
+@torch.no_grad()
+def fit_normalisation(model: AudioClassifier, store: AudioStore, *, max_clips: int = 2000, batch: int = 64) -> None:
+    """Per-bin mean/std of the frontend output over (up to ``max_clips``) centred training clips."""
+    n = model.spec.clip_samples
+    idx = np.random.default_rng(0).permutation(len(store.waves))[:max_clips]
+
+    def batches():
+        for s in range(0, len(idx), batch):
+            waves = [fix_length(store.waves[i], n, pad_mode=model.spec.pad_mode, crop="center") for i in idx[s : s + batch]]
+            yield model.features(torch.from_numpy(np.stack(waves)))
+
+    model.norm.fit(batches())
+
+
+class _DataModule(L.LightningDataModule):
+    """Loaders; the training sampler is distributed by hand so validation stays whole on every rank."""
+
+    def __init__(self, config: Config, data: PreparedData, spec: ModelSpec):
+        super().__init__()
+        self.config, self.data, self.spec = config, data, spec
+        self.train_set = TrainDataset(
+            data.stores["train"], data.targets["train"], clip_samples=spec.clip_samples, pad_mode=spec.pad_mode,
+            crop=config.data.train_crop, gain_db=config.data.gain_db, seed=config.train.seed,
+        )
+        hop = max(1, int(spec.clip_samples * config.data.eval_hop_fraction))
+        self.val_set = WindowDataset(data.stores["val"], data.targets["val"], clip_samples=spec.clip_samples,
+                                     hop_samples=hop, pad_mode=spec.pad_mode)
+        clean = clean_train_indices(len(data.targets["train"]), config.data.clean_train_clips, seed=config.train.seed)
+        store = data.stores["train"]
+        sub = AudioStore([store.paths[i] for i in clean], [store.waves[i] for i in clean], store.sample_rate)
+        self.clean_set = WindowDataset(sub, data.targets["train"][clean], clip_samples=spec.clip_samples,
+                                       hop_samples=hop, pad_mode=spec.pad_mode)
+
+    def train_dataloader(self):
+        bs = self.config.data.batch_size
+        self.train_set.set_epoch(self.trainer.current_epoch if self.trainer else 0)
+        sampler = None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            sampler = DistributedSampler(self.train_set, num_replicas=self.trainer.world_size,
+                                         rank=self.trainer.global_rank, shuffle=True, seed=self.config.train.seed)
+            sampler.set_epoch(self.trainer.current_epoch)
+        return DataLoader(
+            self.train_set, batch_size=bs, shuffle=sampler is None, sampler=sampler,
+            drop_last=len(self.train_set) > bs, num_workers=self.config.data.num_workers,
+        )
+
+    def val_dataloader(self):
+        kw = dict(batch_size=self.config.data.batch_size, collate_fn=collate_windows,
+                  num_workers=self.config.data.num_workers)
+        loaders = [DataLoader(self.val_set, **kw)]
+        if len(self.clean_set):
+            loaders.append(DataLoader(self.clean_set, **kw))
+        return loaders
+
+
+def clean_train_indices(n: int, k: int, *, seed: int) -> np.ndarray:
+    """The fixed training subset scored without augmentation every epoch."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[:k])
+
+
+def _callbacks(config: Config, run: RunFolder, *, resumed_epoch: int | None):
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+
+    mode = "min" if config.train.monitor.endswith("loss") else "max"
+    cbs = [
+        ModelCheckpoint(dirpath=run.checkpoints_dir, filename="best", monitor=config.train.monitor, mode=mode,
+                        save_top_k=1, enable_version_counter=False),
+        # not save_last=True: since Lightning 2.6 that writes last.ckpt only in epochs that improve the monitor,
+        # so a resume would restart from the best epoch and redo finished ones. This one saves every epoch.
+        ModelCheckpoint(dirpath=run.checkpoints_dir, filename="last", save_top_k=1, enable_version_counter=False),
+        EpochMetricsCSV(run, resumed_epoch=resumed_epoch),
+    ]
+    if config.train.patience:
+        cbs.append(EarlyStopping(monitor=config.train.monitor, mode=mode, patience=config.train.patience))
+    return cbs
+
+
+def _weights_checksum(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _gather_checksums(trainer: L.Trainer, checksum: str) -> list[str]:
+    if trainer.world_size == 1 or not torch.distributed.is_initialized():
+        return [checksum]
+    out: list[str] = [""] * trainer.world_size
+    torch.distributed.all_gather_object(out, checksum)
+    return out
+
+
+def train(config: Config, *, out: str | Path | None = None, resume: bool = False) -> Path:
+    """Train a model as ``config`` says and write its run folder.
+
+    Args:
+        config: a validated config; ``config.data.manifest`` names the data.
+        out: the run folder (default: ``runs/<data>-<model>-<time>``).
+        resume: continue from ``out/checkpoints/last.ckpt`` (the config is taken from the run folder).
+
+    Returns:
+        The run folder.
+    """
+    run = RunFolder(out or default_run_dir(config))
+    # DDP children re-run the command and must find this folder; set only during this call, or a later
+    # train() in the same process would write into this run instead of a new one
+    previous = os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = str(run.root.resolve())
+    try:
+        return _train(run, config, resume=resume)
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = previous
+
+
+def _train(run: RunFolder, config: Config, *, resume: bool) -> Path:
+    run.root.mkdir(parents=True, exist_ok=True)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+
+    t0 = time.time()
+    data = prepare_data(config, run)
+    spec = build_spec(config, data.labels)
+    steps_per_epoch = max(1, len(data.targets["train"]) // config.data.batch_size)
+    module = ClassifierModule(spec.to_dict(), config.to_dict(), steps_per_epoch)
+    fit_normalisation(module.model, data.stores["train"])
+    module.hparams.spec = spec.to_dict()
+    datamodule = _DataModule(config, data, spec)
+    prep_seconds = time.time() - t0
+
+    ckpt_path = None
+    resumed_epoch = None
+    if resume and run.last_checkpoint.is_file():
+        ckpt_path = str(run.last_checkpoint)
+        resumed_epoch = int(torch.load(ckpt_path, map_location="cpu", weights_only=False)["epoch"])
+    trainer = L.Trainer(
+        max_epochs=config.train.epochs,
+        accelerator=config.train.accelerator,
+        devices=config.train.devices,
+        num_nodes=config.train.num_nodes,
+        strategy=config.train.strategy,
+        precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
+        gradient_clip_val=config.train.grad_clip,
+        callbacks=_callbacks(config, run, resumed_epoch=resumed_epoch),
+        logger=False,
+        enable_progress_bar=config.train.progress,
+        enable_model_summary=False,
+        default_root_dir=str(run.root),
+        max_time={"minutes": config.train.max_minutes} if config.train.max_minutes else None,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        reload_dataloaders_every_n_epochs=1,  # a new epoch seed for crops and gains each epoch
+    )
+    if trainer.is_global_zero:
+        run.save_config_yaml(config.to_dict())
+        run.save_labels(data.labels)
+        data.frame[["path", "label", "split"]].to_csv(run.root / "splits.csv", index=False)
+    t1 = time.time()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SystemExit:
+        # Lightning turns Ctrl+C into sys.exit(1); hand the interrupt on so the CLI can say how to resume
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    train_seconds = time.time() - t1
+    checksums = _gather_checksums(trainer, _weights_checksum(module.model))
+    if not trainer.is_global_zero:
+        return run.root
+    finish_run(run, config, data, trainer=trainer, train_seconds=train_seconds, prep_seconds=prep_seconds,
+               checksums=checksums)
+    return run.root
+
+
+def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L.Trainer, train_seconds: float,
+               prep_seconds: float, checksums: list[str]) -> None:
+    """Score val, test and the clean-train subset once with the best checkpoint; write predictions,
+    summary.json and the report."""
+    from clipwise.evaluate.report import write_report
+
+    best = run.best_checkpoint if run.best_checkpoint.is_file() else run.last_checkpoint
+    predictor = Predictor.from_run(best, hop_fraction=config.data.eval_hop_fraction,
+                                   batch_size=config.data.batch_size)
+    clean = clean_train_indices(len(data.targets["train"]), config.data.clean_train_clips, seed=config.train.seed)
+    train_store = data.stores["train"]
+    parts = {
+        "val": (data.stores["val"], data.targets["val"]),
+        "test": (data.stores["test"], data.targets["test"]),
+        "train_clean": (
+            AudioStore([train_store.paths[i] for i in clean], [train_store.waves[i] for i in clean],
+                       train_store.sample_rate),
+            data.targets["train"][clean],
+        ),
+    }
+    summary: dict = {}
+    t0 = time.time()
+    n_scored = 0
+    for split, (store, y) in parts.items():
+        if not len(y):
+            continue
+        probs = predictor.predict_store(store)
+        n_scored += len(y)
+        run.save_predictions(split, store.paths, y, probs, labels=data.labels)
+        summary[split] = evaluation_metrics(y, probs, labels=data.labels)
+    eval_seconds = time.time() - t0
+    metrics = run.read_metrics() if run.metrics_path.is_file() else pd.DataFrame()
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    summary.update(
+        best_epoch=_best_epoch(ckpt),
+        epochs_run=int(len(metrics)),
+        monitor=config.train.monitor,
+        best_checkpoint=best.name,
+        baseline=majority_baseline(data.targets["train"], data.targets["test"] if len(data.targets["test"])
+                                   else data.targets["val"]),
+        data={
+            **{f"n_{s}": int(len(data.targets[s])) for s in ("train", "val", "test")},
+            "n_classes": len(data.labels),
+            "sample_rate": int(config.data.sample_rate),
+            "clip_seconds": float(config.data.clip_seconds),
+            "silent_clips": {s: int(sum(data.stores[s].silent)) for s in ("train", "val", "test")},
+            "skipped_files": int(len(data.skipped)),
+        },
+        model={"name": config.model.name, "params": predictor.model.num_parameters()},
+        timing={
+            "prepare_seconds": round(prep_seconds, 1),
+            "train_seconds": round(train_seconds, 1),
+            "train_clips_per_second": round(
+                len(data.targets["train"]) * max(1, len(metrics)) / max(train_seconds, 1e-9), 1),
+            "eval_clips_per_second": round(n_scored / max(eval_seconds, 1e-9), 1),
+        },
+        stopped_early=bool(trainer.should_stop and trainer.current_epoch < config.train.epochs),
+        interrupted=bool(trainer.interrupted),
+        distributed={"world_size": trainer.world_size, "weights_checksums": checksums,
+                     "weights_identical": len(set(checksums)) == 1},
+    )
+    run.save_summary(summary)
+    write_report(run.root)
+
+
+def _best_epoch(ckpt: dict) -> int:
+    """0-based epoch at whose end the checkpoint was written."""
+    return int(ckpt.get("epoch", 0))

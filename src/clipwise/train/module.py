@@ -1,0 +1,149 @@
+"""The LightningModule: loss with mixup / label smoothing, SpecAugment, honest per-epoch metrics.
+
+Every epoch logs three separate things: the training loss (on augmented, mixed batches, so not comparable to
+anything else), validation metrics, and *clean* training metrics: the same fixed training subset scored like
+validation (no augmentation, eval mode, whole clips). Comparing the last two is how overfitting and leakage are
+read; comparing validation with the training loss is how reports go wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from clipwise.augment import SpecAugment
+from clipwise.data.dataset import aggregate_windows
+from clipwise.evaluate.metrics import classification_metrics
+from clipwise.models.classifier import AudioClassifier, ModelSpec
+
+EVAL_STAGES = ("val", "train_clean")
+
+
+def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warmup from ~0 to 1, then cosine decay to ``min_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases and norm parameters (decaying them only hurts)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class ClassifierModule(L.LightningModule):
+    """Trains an :class:`AudioClassifier`.
+
+    Args:
+        spec: the model spec as a dict (saved in the checkpoint so the model can be rebuilt).
+        config: the resolved run config as a dict.
+        steps_per_epoch: optimiser steps per epoch (for the schedule).
+    """
+
+    def __init__(self, spec: dict[str, Any], config: dict[str, Any], steps_per_epoch: int):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = AudioClassifier(ModelSpec.from_dict(spec))
+        aug = config["augment"]
+        self.specaugment = (
+            SpecAugment(
+                freq_masks=aug["freq_masks"],
+                freq_mask_fraction=aug["freq_mask_fraction"],
+                time_masks=aug["time_masks"],
+                time_mask_fraction=aug["time_mask_fraction"],
+            )
+            if aug["specaugment"]
+            else nn.Identity()
+        )
+        self.mixup = None
+        if (aug["mixup_alpha"] > 0 or aug["cutmix_alpha"] > 0) and aug["mixup_prob"] > 0:
+            from timm.data import Mixup
+
+            self.mixup = Mixup(
+                mixup_alpha=aug["mixup_alpha"],
+                cutmix_alpha=aug["cutmix_alpha"],
+                prob=aug["mixup_prob"],
+                label_smoothing=aug["label_smoothing"],
+                num_classes=len(spec["labels"]),
+            )
+        self.label_smoothing = aug["label_smoothing"]
+        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {s: [] for s in EVAL_STAGES}
+
+    # -- training ----------------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        wave, target = batch
+        spec = self.specaugment(self.model.spectrogram(wave))
+        if self.mixup is not None and len(spec) % 2 == 0 and len(spec) > 1:
+            spec, soft = self.mixup(spec, target)
+            logits = self.model.forward_spec(spec)
+            loss = torch.sum(-soft * torch.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+        else:
+            logits = self.model.forward_spec(spec)
+            loss = nn.functional.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, batch {batch_idx}. "
+                "Lower optim.lr, keep frontend.normalize=true, or set train.grad_clip."
+            )
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(wave))
+        return loss
+
+    # -- evaluation (validation and clean-train subset) --------------------------------------------------------
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        windows, target, counts, _ = batch
+        probs = aggregate_windows(torch.softmax(self.model(windows).float(), dim=-1), counts)
+        self._outputs[EVAL_STAGES[dataloader_idx]].append((probs.cpu(), target.cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        for stage, outputs in self._outputs.items():
+            if not outputs:
+                continue
+            probs = torch.cat([p for p, _ in outputs]).numpy()
+            target = torch.cat([t for _, t in outputs]).numpy()
+            metrics = evaluation_metrics(target, probs, labels=self.model.labels)
+            for name, value in metrics.items():
+                # every rank scores the full evaluation sets, so no cross-rank reduction is needed
+                self.log(f"{stage}_{name}", value, prog_bar=(stage == "val" and name == "accuracy"))
+            outputs.clear()
+
+    # -- optimisation ------------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        opt_cfg = self.hparams.config["optim"]
+        epochs = self.hparams.config["train"]["epochs"]
+        optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, opt_cfg["weight_decay"]), lr=opt_cfg["lr"], betas=tuple(opt_cfg["betas"])
+        )
+        total = max(1, epochs * self.hparams.steps_per_epoch)
+        if opt_cfg["schedule"] == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=opt_cfg["lr"], total_steps=total, pct_start=0.25,
+                final_div_factor=1 / max(opt_cfg["min_lr_ratio"], 1e-4) / 25,
+            )
+        else:
+            warmup = int(opt_cfg["warmup_epochs"] * self.hparams.steps_per_epoch)
+            min_ratio = 1.0 if opt_cfg["schedule"] == "constant" else opt_cfg["min_lr_ratio"]
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer,
+                lambda step: warmup_cosine(step, warmup_steps=max(1, warmup), total_steps=total, min_ratio=min_ratio)
+                if opt_cfg["schedule"] == "cosine"
+                else min((step + 1) / max(1, warmup), 1.0),
+            )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def evaluation_metrics(target: np.ndarray, probs: np.ndarray, *, labels: list[str]) -> dict[str, float]:
+    """The metrics logged for validation and clean-train scoring (loss = NLL of the clip probabilities)."""
+    metrics = classification_metrics(target, probs, labels=labels)
+    metrics["loss"] = metrics.pop("log_loss")
+    return metrics

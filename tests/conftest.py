@@ -1,0 +1,109 @@
+"""Shared fixtures: tiny synthetic manifests, the CLI run in-process, and settings that keep training cheap."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from clipwise.cli import main
+from clipwise.data.synth import make_synthetic_dataset
+
+SYNTH_CLASSES4 = ("tone", "white_noise", "click_train", "chirp_up")
+
+# The model does not matter in most training tests; these keep a run to seconds on two shared cores.
+TINY = ("model.name=audiocnn_small", "data.batch_size=8", "train.progress=false", "train.threads=1")
+# Augmentation off, for tests that need the model to fit its training clips.
+NO_AUGMENT = ("augment.mixup_alpha=0", "augment.specaugment=false", "data.gain_db=0", "augment.label_smoothing=0")
+
+
+@dataclass
+class CliResult:
+    rc: int
+    out: str
+    err: str
+
+
+@pytest.fixture(scope="session")
+def tiny() -> tuple[str, ...]:
+    """Config overrides for a cheap training run."""
+    return TINY
+
+
+@pytest.fixture(scope="session")
+def no_augment() -> tuple[str, ...]:
+    """Config overrides that switch every augmentation off."""
+    return NO_AUGMENT
+
+
+@pytest.fixture(scope="session")
+def make_manifest(tmp_path_factory):
+    """make_manifest(name, *, classes=SYNTH_CLASSES4, n_per_class=6, duration_seconds=0.5, splits=..., seed=0)
+    -> path of a synthetic manifest.csv (16 kHz WAVs) in a session folder named ``name``; same arguments, same
+    files."""
+    root = tmp_path_factory.mktemp("manifests")
+
+    def make(
+        name: str,
+        *,
+        classes: Sequence[str] = SYNTH_CLASSES4,
+        n_per_class: int = 6,
+        duration_seconds: float = 0.5,
+        splits: Sequence[float] | None = (0.7, 0.15, 0.15),
+        seed: int = 0,
+    ) -> Path:
+        return make_synthetic_dataset(
+            root / name, classes=list(classes), n_per_class=n_per_class, duration_seconds=duration_seconds,
+            splits=splits, seed=seed,
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def synth_manifest(make_manifest) -> Path:
+    """4 classes x 6 clips of 0.5 s with a split column (2 train, 2 val, 2 test clips per class)."""
+    return make_manifest("synth4x6")
+
+
+@pytest.fixture
+def cli(capsys):
+    """cli(*args) -> CliResult(rc, out, err): ``clipwise ARGS`` run in-process, its output captured."""
+
+    def run(*args: object) -> CliResult:
+        capsys.readouterr()  # drop what came before
+        rc = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(rc, captured.out, captured.err)
+
+    return run
+
+
+def write_wav(path: Path, x: np.ndarray, sample_rate: int = 16000) -> Path:
+    """Write float samples as a PCM16 WAV, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.asarray(x, dtype=np.float32), sample_rate, subtype="PCM_16")
+    return path
+
+
+def tone(freq_hz: float, *, duration_seconds: float = 0.5, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """A half-scale sine with a little seeded noise."""
+    t = np.arange(int(round(duration_seconds * sample_rate))) / sample_rate
+    noise = np.random.default_rng(seed).standard_normal(len(t)) * 0.01
+    return (0.5 * np.sin(2 * np.pi * freq_hz * t) + noise).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def wav_writer():
+    """The :func:`write_wav` helper, as a fixture."""
+    return write_wav
+
+
+@pytest.fixture(scope="session")
+def make_tone():
+    """The :func:`tone` helper, as a fixture."""
+    return tone

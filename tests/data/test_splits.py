@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clipwise.data.splits import assign_splits, split_summary
+from clipwise.errors import ConfigError, ManifestError
+
+
+def grouped(n_groups: int = 40, seed: int = 0, n_labels: int = 4) -> pd.DataFrame:
+    """Rows in groups of 1-4, each group one label."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in range(n_groups):
+        for k in range(int(rng.integers(1, 5))):
+            rows.append({"path": f"/a/g{g}_{k}.wav", "label": f"c{g % n_labels}", "group": f"g{g}"})
+    return pd.DataFrame(rows)
+
+
+def assert_groups_whole(df: pd.DataFrame) -> None:
+    sides = df.groupby("group")["split"].nunique()
+    assert sides.max() == 1, f"groups on two sides: {list(sides[sides > 1].index)}"
+
+
+def test_hold_out_by_group_keeps_groups_whole_and_fills_every_split():
+    df = grouped()
+    out = assign_splits(df, seed=3)
+    assert set(out["split"]) == {"train", "val", "test"}
+    assert_groups_whole(out)
+    share = out["split"].value_counts(normalize=True)
+    assert 0.05 < share["test"] < 0.3 and 0.05 < share["val"] < 0.3
+    assert "split" not in df  # the input is not modified
+
+
+def test_hold_out_is_stratified_by_label():
+    df = grouped(n_groups=80)
+    out = assign_splits(df)
+    for split in ("val", "test"):
+        assert set(out.loc[out["split"] == split, "label"]) == {"c0", "c1", "c2", "c3"}
+
+
+def test_deterministic_for_a_seed():
+    df = grouped()
+    a, b, c = assign_splits(df, seed=1), assign_splits(df, seed=1), assign_splits(df, seed=2)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a["split"].equals(c["split"])
+
+
+def test_without_groups_rows_are_stratified():
+    df = pd.DataFrame({"path": [f"/a/{i}.wav" for i in range(60)], "label": ["x", "y", "z"] * 20})
+    out = assign_splits(df, val_fraction=0.2, test_fraction=0.2)
+    counts = pd.crosstab(out["label"], out["split"])
+    assert (counts["test"] == 4).all() and (counts["val"] == 4).all()
+
+
+def test_singleton_classes_fall_back_to_plain_shuffling():
+    df = pd.DataFrame({"path": [f"/a/{i}.wav" for i in range(10)], "label": list("aaaaaaaabc")})
+    out = assign_splits(df)
+    assert set(out["split"]) == {"train", "val", "test"}
+
+
+def test_three_rows_give_one_per_split():
+    df = pd.DataFrame({"path": ["/a", "/b", "/c"], "label": "x"})
+    assert sorted(assign_splits(df)["split"]) == ["test", "train", "val"]
+
+
+def test_multi_label_rows_are_accepted():
+    df = grouped()
+    df["label"] = df["label"] + ";extra"
+    out = assign_splits(df)
+    assert set(out["split"]) == {"train", "val", "test"}
+    assert_groups_whole(out)
+
+
+def test_test_fold_selects_the_test_set_and_val_is_held_out_by_group():
+    df = grouped(n_groups=60)
+    df["fold"] = df["group"].str[1:].astype(int) % 5 + 1
+    out = assign_splits(df, test_fold=3)
+    assert (out["split"] == "test").equals(out["fold"] == 3)
+    assert set(out.loc[out["fold"] != 3, "split"]) == {"train", "val"}
+    assert_groups_whole(out)
+
+
+def test_missing_test_fold_uses_the_lowest_with_a_warning():
+    df = grouped()
+    df["fold"] = df["group"].str[1:].astype(int) % 3 + 2  # folds 2, 3, 4
+    with pytest.warns(UserWarning, match=r"lowest fold \(2\)"):
+        out = assign_splits(df)
+    assert (out["split"] == "test").equals(out["fold"] == 2)
+
+
+def test_unknown_test_fold_names_the_folds():
+    df = grouped()
+    df["fold"] = df["group"].str[1:].astype(int) % 2 + 1
+    with pytest.raises(ConfigError, match="available folds: 1, 2"):
+        assign_splits(df, test_fold=7)
+
+
+def test_a_single_fold_leaves_nothing_to_train_on():
+    df = grouped()
+    df["fold"] = 1
+    with pytest.raises(ManifestError, match="no training rows"):
+        assign_splits(df, test_fold=1)
+
+
+def test_an_existing_split_is_kept_and_val_is_held_out_of_train():
+    df = grouped()
+    df["split"] = np.where(df["group"].str[1:].astype(int) < 8, "test", "train")
+    out = assign_splits(df)
+    assert (out["split"] == "test").equals(df["split"] == "test")
+    assert set(out.loc[df["split"] == "train", "split"]) == {"train", "val"}
+    assert_groups_whole(out)
+
+
+def test_an_existing_val_split_is_kept_unchanged():
+    df = grouped()
+    df["split"] = np.resize(["train", "train", "val", "test"], len(df))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = assign_splits(df)
+    assert out["split"].equals(df["split"])
+
+
+def test_a_split_without_test_rows_warns():
+    df = grouped()
+    df["split"] = "train"
+    with pytest.warns(UserWarning, match="test set is empty"):
+        out = assign_splits(df)
+    assert set(out["split"]) == {"train", "val"}
+
+
+def test_split_and_test_fold_together_is_an_error():
+    df = grouped()
+    df["split"] = "train"
+    df["fold"] = 1
+    with pytest.raises(ConfigError, match="drop one of them"):
+        assign_splits(df, test_fold=1)
+
+
+def test_test_fold_without_folds_is_an_error():
+    with pytest.raises(ConfigError, match="no 'fold' column"):
+        assign_splits(grouped(), test_fold=1)
+
+
+def test_a_single_group_cannot_be_held_out():
+    df = grouped()
+    df["group"] = "same"
+    with pytest.raises(ManifestError, match="share the group 'same'"):
+        assign_splits(df)
+
+
+@pytest.mark.parametrize("kwargs", [{"val_fraction": 0}, {"test_fraction": 1.2}, {"val_fraction": 0.5,
+                                                                                    "test_fraction": 0.5}])
+def test_bad_fractions(kwargs):
+    with pytest.raises(ConfigError, match="fraction"):
+        assign_splits(grouped(), **kwargs)
+
+
+def test_split_summary_counts_each_label_of_multi_label_rows():
+    df = pd.DataFrame({"label": ["a", "a;b", "b", "a"], "split": ["train", "train", "test", "val"]})
+    table = split_summary(df)
+    assert table.loc["a"].to_dict() == {"train": 2, "val": 1, "test": 0, "total": 3}
+    assert table.loc["b"].to_dict() == {"train": 1, "val": 0, "test": 1, "total": 2}
+    with pytest.raises(ManifestError, match="assign_splits"):
+        split_summary(df.drop(columns="split"))

@@ -1,0 +1,193 @@
+"""Registry-driven contract: every built-in model and every tested timm backbone, behind every frontend,
+maps a waveform batch to finite logits, trains (finite gradients), is deterministic in eval mode and survives a
+save / load round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clipwise.config import FrontendConfig
+from clipwise.errors import ConfigError, RegistryError, RunError
+from clipwise.models import MODELS, AudioClassifier, ModelSpec, create_backbone, is_known_model, list_models
+from clipwise.models.registry import TESTED_TIMM_MODELS
+
+SAMPLE_RATE = 16000
+CLIP_SECONDS = 0.5
+LABELS = ["dog", "rain", "siren"]
+FRONTENDS = {
+    "logmel": FrontendConfig(name="logmel", n_mels=32).model_dump(),
+    "mfcc": FrontendConfig(name="mfcc", n_mels=32, n_mfcc=20).model_dump(),
+}
+MODEL_NAMES = MODELS.names() + list(TESTED_TIMM_MODELS)
+CASES = [(m, f) for m in MODEL_NAMES for f in FRONTENDS]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # the test machine's cores are shared: intra-op threads fighting over them make tiny convolutions 10x slower
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _spec(model: str, frontend: str = "logmel", **model_fields) -> ModelSpec:
+    return ModelSpec(
+        labels=list(LABELS),
+        sample_rate=SAMPLE_RATE,
+        clip_seconds=CLIP_SECONDS,
+        frontend=dict(FRONTENDS[frontend]),
+        model={"name": model, "pretrained": False, "dropout": 0.1, "params": {}, **model_fields},
+    )
+
+
+def _waves(batch: int = 2, *, seed: int = 0) -> torch.Tensor:
+    """Sines plus a little noise: real-looking input with every mel band above the floor."""
+    rng = np.random.default_rng(seed)
+    n = int(SAMPLE_RATE * CLIP_SECONDS)
+    t = np.arange(n) / SAMPLE_RATE
+    rows = [0.3 * np.sin(2 * np.pi * f * t) + 0.01 * rng.standard_normal(n) for f in (440.0, 1250.0)[:batch]]
+    return torch.from_numpy(np.stack(rows).astype(np.float32))
+
+
+def _build(model: str, frontend: str = "logmel", **model_fields) -> AudioClassifier:
+    torch.manual_seed(0)
+    return AudioClassifier(_spec(model, frontend, **model_fields))
+
+
+def _fit_norm(clf: AudioClassifier) -> None:
+    with torch.no_grad():
+        clf.norm.fit([clf.features(_waves(seed=1))])
+
+
+# --- the contract ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("model", "frontend"), CASES)
+def test_forward_backward_gives_finite_logits_and_gradients(model, frontend):
+    clf = _build(model, frontend).train()
+    _fit_norm(clf)
+    spec = clf.spectrogram(_waves())
+    assert spec.shape == (2, 1, *clf.input_size)
+    assert clf.input_size == ((32 if frontend == "logmel" else 20), 51)
+    logits = clf(_waves())
+    assert logits.shape == (2, len(LABELS))
+    assert torch.isfinite(logits).all()
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2]))
+    loss.backward()
+    grads = [p.grad for p in clf.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads), "some parameters got no gradient"
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_eval_mode_output_is_deterministic(model):
+    clf = _build(model).eval()
+    with torch.no_grad():
+        first, second = clf(_waves()), clf(_waves())
+    assert torch.equal(first, second)
+    # batch statistics must not leak between examples in eval mode
+    with torch.no_grad():
+        alone = clf(_waves()[:1])
+    torch.testing.assert_close(alone[0], first[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("model", "frontend"), CASES)
+def test_save_load_round_trip_gives_identical_outputs(model, frontend, tmp_path):
+    clf = _build(model, frontend)
+    _fit_norm(clf)
+    clf.train()
+    clf(_waves(seed=2))  # move BatchNorm running statistics away from their initial values
+    clf.eval()
+    path = tmp_path / "model.pt"
+    clf.save(path)
+    loaded = AudioClassifier.load(path)
+    assert not loaded.training
+    assert loaded.labels == LABELS
+    assert loaded.sample_rate == SAMPLE_RATE and loaded.spec.clip_seconds == CLIP_SECONDS
+    assert loaded.spec.frontend == FRONTENDS[frontend]
+    assert bool(loaded.norm.fitted) and torch.equal(loaded.norm.mean, clf.norm.mean)
+    with torch.no_grad():
+        assert torch.equal(loaded(_waves()), clf(_waves()))
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------
+
+
+def test_load_reads_a_lightning_checkpoint(tmp_path):
+    clf = _build("audiocnn_small").eval()
+    state = {f"model.{k}": v for k, v in clf.state_dict().items()}
+    path = tmp_path / "best.ckpt"
+    torch.save({"hyper_parameters": {"spec": clf.spec.to_dict()}, "state_dict": state}, path)
+    loaded = AudioClassifier.load(path)
+    with torch.no_grad():
+        assert torch.equal(loaded(_waves()), clf(_waves()))
+
+
+def test_saving_a_loaded_model_does_not_keep_internal_flags(tmp_path):
+    _build("audiocnn_small").save(tmp_path / "a.pt")
+    loaded = AudioClassifier.load(tmp_path / "a.pt")
+    loaded.save(tmp_path / "b.pt")
+    saved = torch.load(tmp_path / "b.pt", weights_only=False)
+    assert not any(k.startswith("_") for k in saved["spec"]["model"])
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(RunError, match="checkpoint not found"):
+        AudioClassifier.load(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RunError, match="cannot read checkpoint .*junk.pt"):
+        AudioClassifier.load(tmp_path / "junk.pt")
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(RunError, match="not a clipwise checkpoint"):
+        AudioClassifier.load(tmp_path / "other.pt")
+
+
+# --- the registry and its errors ------------------------------------------------------------------------
+
+
+def test_registry_lists_builtins_and_tested_timm_models():
+    assert {"audiocnn", "audiocnn_small"} <= set(MODELS.names())
+    listed = [m.name for m in list_models()]
+    assert listed == MODELS.names() + list(TESTED_TIMM_MODELS)
+    assert all(is_known_model(name) for name in listed)
+    assert not is_known_model("audiocnnn")
+
+
+def test_unknown_model_name_raises_with_a_suggestion():
+    with pytest.raises(RegistryError) as err:
+        _build("audiocnn_smal")
+    msg = str(err.value)
+    assert "unknown model 'audiocnn_smal'" in msg
+    assert "Did you mean 'audiocnn_small'" in msg
+    assert "clipwise models" in msg and "timm" in msg
+
+
+def test_unknown_builtin_param_raises_config_error():
+    with pytest.raises(ConfigError) as err:
+        _build("audiocnn", params={"chanels": (8, 16)})
+    msg = str(err.value)
+    assert "'chanels'" in msg and "'audiocnn'" in msg
+    assert "channels" in msg  # lists what the model accepts
+
+
+def test_known_builtin_params_reach_the_constructor():
+    clf = _build("audiocnn", params={"channels": (8, 16), "stem_stride": 1})
+    assert clf.backbone.num_features == 16
+    assert clf(_waves()).shape == (2, len(LABELS))
+
+
+def test_unknown_timm_param_raises_config_error():
+    with pytest.raises(ConfigError, match="not accepted by timm model 'resnet18'"):
+        _build("resnet18", params={"not_a_resnet_argument": 1})
+
+
+@pytest.mark.parametrize("model", MODELS.names())
+def test_pretrained_builtin_raises_config_error(model):
+    with pytest.raises(ConfigError, match="without pretrained weights.*model.pretrained=false"):
+        _build(model, pretrained=True)
+    with pytest.raises(ConfigError, match="without pretrained weights"):
+        create_backbone(model, num_classes=2, input_size=(32, 51), pretrained=True)
