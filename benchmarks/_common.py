@@ -35,6 +35,17 @@ def run_clipwise(args: list[str], *, log: Path) -> float:
     return time.time() - t0
 
 
+def train_or_resume(train_args: list[str], *, out: Path, overrides: list[str], log: Path) -> None:
+    """Train into ``out`` unless it is finished; an interrupted run continues from its last checkpoint."""
+    if (out / "summary.json").is_file():
+        return
+    quiet = ["train.progress=false", *overrides]
+    if (out / "checkpoints" / "last.ckpt").is_file():
+        run_clipwise(["train", "--resume", str(out), *quiet], log=log)
+    else:
+        run_clipwise(["train", *train_args, "--out", str(out), *quiet], log=log)
+
+
 def save_result(name: str, result: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

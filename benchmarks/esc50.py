@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, dataset_manifest, run_clipwise, save_result  # noqa: E402
+from _common import RESULTS, dataset_manifest, save_result, train_or_resume  # noqa: E402
 
 
 def main() -> None:
@@ -25,12 +25,8 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out or RESULTS / f"esc50_fold{args.test_fold}_run")
     name = args.name or f"esc50_fold{args.test_fold}"
-    if not (out / "summary.json").is_file():
-        cmd = ["train", "--data", str(dataset_manifest("esc50_16k")), "--test-fold", str(args.test_fold),
-               "--out", str(out), "train.progress=false", *args.overrides]
-        if (out / "checkpoints" / "last.ckpt").is_file():
-            cmd = ["train", "--resume", str(out), "train.progress=false", *args.overrides]
-        run_clipwise(cmd, log=out.with_suffix(".log"))
+    train_or_resume(["--data", str(dataset_manifest("esc50_16k")), "--test-fold", str(args.test_fold)], out=out,
+                    overrides=args.overrides, log=out.with_suffix(".log"))
     summary = json.loads((out / "summary.json").read_text())
     save_result(name, {
         "command": " ".join([f"clipwise train --data ../shared/datasets/esc50_16k/manifest.csv --test-fold "

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, dataset_manifest, run_clipwise, save_result  # noqa: E402
+from _common import RESULTS, dataset_manifest, save_result, train_or_resume  # noqa: E402
 
 
 def main() -> None:
@@ -24,9 +24,8 @@ def main() -> None:
     out = Path(args.out)
     if (out / "summary.json").is_file():
         print(f"{out} is finished; delete it to re-run")
-    else:
-        seconds = run_clipwise(["train", "--data", str(dataset_manifest("fsdd")), "--out", str(out),
-                                "train.progress=false", *args.overrides], log=out.with_suffix(".log"))
+    train_or_resume(["--data", str(dataset_manifest("fsdd"))], out=out, overrides=args.overrides,
+                    log=out.with_suffix(".log"))
     summary = json.loads((out / "summary.json").read_text())
     save_result(args.name, {
         "command": " ".join(["clipwise train --data ../shared/datasets/fsdd/manifest.csv", *args.overrides]),

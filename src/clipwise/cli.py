@@ -167,6 +167,18 @@ def _print_predictions(files: list[Path], top: list[list[tuple[str, float]]], *,
         Console().print(table)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    import json
+
+    from clipwise.data.check import check_manifest
+    from clipwise.data.manifest import read_manifest
+
+    df = read_manifest(args.manifest)
+    report = check_manifest(df, side=args.side, progress=not args.json)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 1 if args.strict and report.findings else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from clipwise.demo import run_demo
 
@@ -221,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="table", choices=["table", "csv", "json"])
     s.add_argument("--checkpoint", default="best", choices=["best", "last"])
     s.set_defaults(fn=cmd_predict)
+
+    s = sub.add_parser("check", help="find unreadable files, imbalance, group leakage and duplicate audio")
+    s.add_argument("manifest", help="manifest CSV")
+    s.add_argument("--side", default="auto", help="column whose values are compared for leakage "
+                   "(default: split, else fold)")
+    s.add_argument("--json", action="store_true", help="print the findings as JSON")
+    s.add_argument("--strict", action="store_true", help="exit with status 1 when there are findings")
+    s.set_defaults(fn=cmd_check)
 
     s = sub.add_parser("demo", help="train on a built-in synthetic dataset, report, predict")
     s.add_argument("--out", default="runs/demo", help="folder for the demo data and run")

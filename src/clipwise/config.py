@@ -35,6 +35,10 @@ class DataConfig(_Section):
     train_crop: Literal["random", "center", "start"] = "random"
     eval_hop_fraction: float = Field(0.5, gt=0, le=1, description="hop between scoring windows / clip length")
     val_fraction: float = Field(0.15, gt=0, lt=1)
+    val_groups: Literal["auto", "group", "ignore"] = Field(
+        "auto", description="hold validation out by group; auto = by row only when the manifest's test split "
+        "itself shares groups with train, so validation mirrors the test protocol"
+    )
     test_fraction: float = Field(0.15, gt=0, lt=1)
     test_fold: int | None = None
     batch_size: int = Field(32, ge=1)
@@ -96,7 +100,10 @@ class TrainConfig(_Section):
     """The training loop: length, stopping, checkpoints, hardware."""
 
     epochs: int = Field(40, ge=1)
-    patience: int | None = Field(12, ge=1, description="early-stopping patience in epochs; null disables")
+    patience: int | None = Field(
+        12, ge=1, description="early-stopping patience in epochs (training also stops once an accuracy-like "
+        "monitor is perfect, since no later checkpoint could be chosen); null disables both"
+    )
     monitor: Literal["val_accuracy", "val_macro_f1", "val_balanced_accuracy", "val_loss"] = "val_accuracy"
     seed: int = 0
     precision: Literal["32", "bf16"] = "32"

@@ -115,6 +115,43 @@ def test_an_existing_split_is_kept_and_val_is_held_out_of_train():
     assert_groups_whole(out)
 
 
+def _split_within_groups(df: pd.DataFrame) -> pd.DataFrame:
+    """A manifest split that puts every group on both sides (as FSDD's official split does with speakers)."""
+    df = pd.concat([df.assign(path=df["path"] + f"#{k}") for k in range(3)], ignore_index=True)
+    df["split"] = np.where(df["path"].str.endswith("#0"), "test", "train")
+    return df
+
+
+def test_val_mirrors_a_test_split_that_shares_groups():
+    df = _split_within_groups(grouped())
+    out = assign_splits(df, seed=1)
+    sides = out[out["split"] != "test"].groupby("group")["split"].nunique()
+    assert (sides > 1).any(), "val was held out by group although test shares every group with train"
+    val = (out["split"] == "val").mean() / (out["split"] != "test").mean()
+    assert 0.1 < val < 0.2
+    # every class keeps training rows and appears in val (stratified by row)
+    assert set(out.loc[out["split"] == "val", "label"]) == set(df["label"])
+
+
+def test_val_groups_group_keeps_groups_whole_even_when_test_shares_them():
+    out = assign_splits(_split_within_groups(grouped()), seed=1, val_groups="group")
+    assert_groups_whole(out[out["split"] != "test"])
+
+
+def test_val_groups_ignore_holds_out_rows_even_with_a_grouped_test():
+    df = grouped(n_groups=60)
+    df["split"] = np.where(df["group"].str[1:].astype(int) < 10, "test", "train")
+    assert_groups_whole(assign_splits(df, seed=1))  # auto: test is group-disjoint, so val is too
+    out = assign_splits(df, seed=1, val_groups="ignore")
+    sides = out[out["split"] != "test"].groupby("group")["split"].nunique()
+    assert (sides > 1).any()
+
+
+def test_unknown_val_groups_is_a_config_error():
+    with pytest.raises(ConfigError, match="val_groups must be one of auto, group, ignore, got 'speaker'"):
+        assign_splits(grouped(), val_groups="speaker")
+
+
 def test_an_existing_val_split_is_kept_unchanged():
     df = grouped()
     df["split"] = np.resize(["train", "train", "val", "test"], len(df))

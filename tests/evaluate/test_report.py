@@ -147,9 +147,11 @@ def test_healthy_run_has_no_notes(healthy):
         (dict(nan_loss_epoch=3), ["Non-finite losses in metrics.csv (val_loss at epoch 3)"]),
         (dict(data={**HEALTHY_DATA, "silent_clips": {"train": 2, "val": 1, "test": 0}, "skipped_files": 4}),
          ["3 clips are silent (train 2, val 1, test 0)", "4 files could not be read and were skipped"]),
+        (dict(data={**HEALTHY_DATA, "groups_shared": {"train_val": 6, "train_test": 6}}),
+         ["6 group(s) have clips in both train and test", "Validation mirrors that protocol"]),
     ],
     ids=["val-above-mixup", "val-above-no-aug", "best-first", "best-last", "below-baseline", "nan-loss",
-         "data"],
+         "data", "shared-groups"],
 )
 def test_planted_problems_are_noted(tmp_path, kwargs, expected):
     notes = notes_of(write_report(make_run(tmp_path / "run", **kwargs).root).read_text())

@@ -120,3 +120,17 @@ def test_predictions_cover_the_split_and_baseline_recomputes(run):
     stored = run.load_summary()["baseline"]
     for key, value in baseline.items():
         assert stored[key] == pytest.approx(value), key
+
+
+def test_training_stops_once_validation_is_perfect(make_manifest, tiny, no_augment, tmp_path):
+    """No checkpoint can beat a perfect accuracy, so the epochs after it would be wasted: training stops there."""
+    manifest = make_manifest("tone-vs-noise", classes=("tone", "white_noise"), n_per_class=8)
+    overrides = [f"data.manifest={manifest}", *tiny, *no_augment,
+                 f"train.epochs={EPOCHS}", "train.patience=30", "optim.warmup_epochs=1"]  # fmt: skip
+    run = RunFolder(train(load_config(overrides=overrides), out=tmp_path / "run"))
+    metrics, summary = run.read_metrics(), run.load_summary()
+    val = metrics["val_accuracy"].to_numpy()
+    assert val[-1] == 1.0 and (val[:-1] < 1.0).all(), str(val.tolist())
+    assert summary["epochs_run"] == len(val) < EPOCHS and summary["stopped_early"] is True
+    assert summary["best_epoch"] == len(val) - 1
+    assert len(val) > 1  # it learned first: the stop is not a lucky first epoch

@@ -39,8 +39,9 @@ def _n_held(n: int, fraction: float) -> int:
     return max(1, min(n - 1, int(round(fraction * n))))
 
 
-def _hold_out(df: pd.DataFrame, fraction: float, seed: int, what: str) -> np.ndarray:
-    """Boolean mask of rows to hold out (about ``fraction`` of them), keeping groups whole.
+def _hold_out(df: pd.DataFrame, fraction: float, seed: int, what: str, *, by_group: bool = True) -> np.ndarray:
+    """Boolean mask of rows to hold out (about ``fraction`` of them), keeping groups whole unless
+    ``by_group`` is false.
 
     Raises:
         ManifestError: fewer than two rows, or every row shares one group.
@@ -49,7 +50,7 @@ def _hold_out(df: pd.DataFrame, fraction: float, seed: int, what: str) -> np.nda
     y = _first_labels(df)
     index = np.arange(n)
     held = np.zeros(n, dtype=bool)
-    if "group" in df:
+    if by_group and "group" in df:
         groups = df["group"].astype(str).to_numpy()
         n_groups = len(np.unique(groups))
         if n_groups < 2:
@@ -106,6 +107,17 @@ def _split_from_folds(df: pd.DataFrame, test_fold: int | None) -> np.ndarray:
     return np.where(df["fold"].to_numpy() == test_fold, "test", "train").astype(object)
 
 
+VAL_GROUPS = ("auto", "group", "ignore")
+
+
+def test_shares_groups(df: pd.DataFrame, split: np.ndarray) -> bool:
+    """True when some ``group`` has rows in both the training and the test side of ``split``."""
+    if "group" not in df:
+        return False
+    groups = df["group"].astype(str).to_numpy()
+    return bool(set(groups[split == "train"]) & set(groups[split == "test"]))
+
+
 def assign_splits(
     df: pd.DataFrame,
     *,
@@ -113,6 +125,7 @@ def assign_splits(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     seed: int = 0,
+    val_groups: str = "auto",
 ) -> pd.DataFrame:
     """Give every row a split: train, val or test.
 
@@ -121,7 +134,11 @@ def assign_splits(
       warning) are the test set and val is held out of the rest.
     - Otherwise test and then val are held out of all rows.
 
-    Held-out sets keep ``group``s whole and are stratified by (first) label where possible.
+    Held-out sets keep ``group``s whole and are stratified by (first) label where possible. The one exception
+    is validation under ``val_groups="auto"`` when the manifest's own test set shares groups with its training
+    set (FSDD's official split puts every speaker on both sides): validation then mirrors that protocol and
+    is held out by row, because a validation set of unseen groups would both remove whole groups from
+    training and select checkpoints for a different task than the one the test set measures.
 
     Args:
         df: a manifest.
@@ -130,6 +147,8 @@ def assign_splits(
             ``split`` or ``fold``, of all rows otherwise.
         test_fraction: share of all rows held out for test (only without ``split`` and ``fold``).
         seed: makes the assignment reproducible.
+        val_groups: how validation is held out of the training rows: ``group`` keeps groups whole,
+            ``ignore`` holds out rows, ``auto`` keeps groups whole unless the test set shares groups with train.
 
     Returns:
         A copy of ``df`` with a ``split`` column.
@@ -139,6 +158,8 @@ def assign_splits(
         ManifestError: the training set would be empty, or groups make a hold-out impossible.
     """
     val_fraction = _check_fraction("val_fraction", val_fraction)
+    if val_groups not in VAL_GROUPS:
+        raise ConfigError(f"val_groups must be one of {', '.join(VAL_GROUPS)}, got {val_groups!r}")
     test_fraction = _check_fraction("test_fraction", test_fraction)
     if len(df) == 0:
         raise ManifestError("cannot assign splits to an empty manifest")
@@ -166,7 +187,8 @@ def assign_splits(
         train = np.flatnonzero(split == "train")
         if len(train) == 0:
             raise ManifestError("the manifest has no training rows; mark some rows split=train")
-        held = _hold_out(df.iloc[train], val_fraction, seed, "validation")
+        by_group = val_groups == "group" or (val_groups == "auto" and not test_shares_groups(df, split))
+        held = _hold_out(df.iloc[train], val_fraction, seed, "validation", by_group=by_group)
         split[train[held]] = "val"
     if not (split == "train").any():
         raise ManifestError("no rows are left for training; mark some rows split=train or use fewer folds for test")

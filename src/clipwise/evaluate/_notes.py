@@ -58,6 +58,13 @@ def automatic_notes(facts: RunFacts) -> list[str]:
         clips = "1 clip is" if total == 1 else f"{total} clips are"
         notes.append(f"{clips} silent{detail}: silence carries no class to learn; check those files or their "
                      "start/end times.")
+    shared = data.get("groups_shared")
+    if isinstance(shared, dict) and shared.get("train_test", 0) > 0:
+        how = (" Validation mirrors that protocol (held out by clip, not by group)."
+               if shared.get("train_val", 0) > 0 else "")
+        notes.append(f"{shared['train_test']} group(s) have clips in both train and test, as the manifest's split "
+                     "says: the test score is for groups (speakers, recordings) seen in training, not for new "
+                     f"ones.{how} Use a grouped split or leave-one-group-out folds to measure unseen groups.")
     skipped = data.get("skipped_files")
     if isinstance(skipped, int) and skipped > 0:
         files = "1 file" if skipped == 1 else f"{skipped} files"

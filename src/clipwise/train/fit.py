@@ -35,6 +35,7 @@ from clipwise.run import RunFolder
 from clipwise.train.callbacks import EpochMetricsCSV
 from clipwise.train.module import ClassifierModule, evaluation_metrics
 
+PERFECT_SCORE_TOLERANCE = 1e-6
 RUN_DIR_ENV = "CLIPWISE_RUN_DIR"  # shared with DDP child processes, which re-run the same command
 
 
@@ -108,6 +109,7 @@ def prepare_data(config: Config, run: RunFolder | None) -> PreparedData:
         val_fraction=config.data.val_fraction,
         test_fraction=config.data.test_fraction,
         seed=config.train.seed,
+        val_groups=config.data.val_groups,
     )
     labels = _check_labels(df)
     if config.data.sample_rate == "auto":
@@ -207,7 +209,12 @@ def _callbacks(config: Config, run: RunFolder, *, resumed_epoch: int | None):
         EpochMetricsCSV(run, resumed_epoch=resumed_epoch),
     ]
     if config.train.patience:
-        cbs.append(EarlyStopping(monitor=config.train.monitor, mode=mode, patience=config.train.patience))
+        # Accuracy-like monitors top out at 1 and the best checkpoint is kept only on a strict improvement, so
+        # once validation is perfect no later epoch can be chosen: the rest of the schedule would be wasted.
+        # (Lightning compares with ">", hence a threshold just below 1.)
+        perfect = None if mode == "min" else 1.0 - PERFECT_SCORE_TOLERANCE
+        cbs.append(EarlyStopping(monitor=config.train.monitor, mode=mode, patience=config.train.patience,
+                                 stopping_threshold=perfect))
     return cbs
 
 
@@ -359,6 +366,7 @@ def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L
             "clip_seconds": float(config.data.clip_seconds),
             "silent_clips": {s: int(sum(data.stores[s].silent)) for s in ("train", "val", "test")},
             "skipped_files": int(len(data.skipped)),
+            "groups_shared": _groups_shared(data.frame),
         },
         model={"name": config.model.name, "params": predictor.model.num_parameters()},
         timing={
@@ -375,6 +383,14 @@ def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L
     )
     run.save_summary(summary)
     write_report(run.root)
+
+
+def _groups_shared(df: pd.DataFrame) -> dict[str, int]:
+    """How many groups have clips in both train and val, and in both train and test (0 when no groups)."""
+    if "group" not in df:
+        return {"train_val": 0, "train_test": 0}
+    sides = {s: set(df.loc[df["split"] == s, "group"].astype(str)) for s in ("train", "val", "test")}
+    return {"train_val": len(sides["train"] & sides["val"]), "train_test": len(sides["train"] & sides["test"])}
 
 
 def _best_epoch(ckpt: dict) -> int:
