@@ -31,7 +31,7 @@ def main() -> None:
         "command": " ".join(["clipwise train --data ../shared/datasets/fsdd/manifest.csv", *args.overrides]),
         "test_accuracy": summary["test"]["accuracy"],
         "test_macro_f1": summary["test"]["macro_f1"],
-        "val_accuracy_unseen_speaker": summary["val"]["accuracy"],
+        "val_accuracy": summary["val"]["accuracy"],
         "train_clean_accuracy": summary["train_clean"]["accuracy"],
         "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
         "train_minutes": round(summary["timing"]["train_seconds"] / 60, 2),

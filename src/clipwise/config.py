@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from clipwise.errors import ConfigError
+
+
+#: train.epochs=auto: the optimiser steps a from-scratch model gets, and the epoch range that bounds them
+AUTO_EPOCH_STEPS = 1600
+AUTO_EPOCH_RANGE = (10, 200)
 
 
 class _Section(BaseModel):
@@ -99,7 +104,10 @@ class OptimConfig(_Section):
 class TrainConfig(_Section):
     """The training loop: length, stopping, checkpoints, hardware."""
 
-    epochs: int = Field(40, ge=1)
+    epochs: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description=f"auto = about {AUTO_EPOCH_STEPS} optimiser steps: many passes over a small set, "
+        f"few over a large one ({AUTO_EPOCH_RANGE[0]}-{AUTO_EPOCH_RANGE[1]} epochs)"
+    )
     patience: int | None = Field(
         12, ge=1, description="early-stopping patience in epochs (training also stops once an accuracy-like "
         "monitor is perfect, since no later checkpoint could be chosen); null disables both"

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from clipwise.config import Config
+from clipwise.config import AUTO_EPOCH_RANGE, AUTO_EPOCH_STEPS, Config
 from clipwise.data.audio import audio_info, fix_length
 from clipwise.data.dataset import AudioStore, TrainDataset, WindowDataset, collate_windows, encode_targets
 from clipwise.data.manifest import check_files, label_names, parse_labels, read_manifest
@@ -79,6 +79,17 @@ def auto_clip_seconds(durations: np.ndarray, *, percentile: float = 95, lo: floa
     return float(min(hi, max(lo, math.ceil(value * 10 - 1e-6) / 10)))
 
 
+def auto_epochs(n_train: int, batch_size: int, *, steps: int = AUTO_EPOCH_STEPS,
+                bounds: tuple[int, int] = AUTO_EPOCH_RANGE) -> int:
+    """Epochs that give about ``steps`` optimiser steps, within ``bounds``.
+
+    What a model needs to converge is closer to a number of updates than to a number of passes: a set of 1,400
+    clips gets about 37 epochs, one of 2,300 about 23, one of 80,000 the minimum of 10.
+    """
+    per_epoch = max(1, n_train // batch_size)
+    return int(min(bounds[1], max(bounds[0], round(steps / per_epoch))))
+
+
 def _check_labels(df: pd.DataFrame) -> list[str]:
     train = df[df["split"] == "train"]
     known = set(label_names(train))
@@ -121,6 +132,8 @@ def prepare_data(config: Config, run: RunFolder | None) -> PreparedData:
         targets[split] = encode_targets(part, labels)
     if config.data.clip_seconds == "auto":
         config.data.clip_seconds = auto_clip_seconds(stores["train"].durations())
+    if config.train.epochs == "auto":
+        config.train.epochs = auto_epochs(len(targets["train"]), config.data.batch_size)
     return PreparedData(df, labels, stores, targets, bad)
 
 
