@@ -23,7 +23,7 @@ import pandas as pd
 
 from clipwise.data._fingerprint import FINGERPRINT_RATE_HZ, Fingerprint, bit_error_rate, fingerprint
 from clipwise.data.audio import audio_info, is_silent, load_audio
-from clipwise.data.manifest import parse_labels
+from clipwise.data.manifest import parse_labels, segment_seconds
 from clipwise.errors import AudioError
 
 __all__ = ["CheckReport", "Finding", "check_manifest", "side_column"]
@@ -112,13 +112,8 @@ def _cache_dir() -> Path:
     return Path(root) / "check"
 
 
-def _segment(row: dict, key: str) -> float | None:
-    v = row.get(key)
-    return None if v is None or pd.isna(v) else float(v)
-
-
 def _row_key(row: dict) -> tuple:
-    return (row["path"], _segment(row, "start"), _segment(row, "end"))
+    return (row["path"], *segment_seconds(row))
 
 
 def _cache_key(keys: list[tuple]) -> str:
@@ -133,9 +128,9 @@ def _cache_key(keys: list[tuple]) -> str:
     return h.hexdigest()
 
 
-def _scan(rows: list[dict], *, progress: bool) -> dict[tuple, dict[str, Any]]:
+def _scan(row_keys: list[tuple], *, progress: bool) -> dict[tuple, dict[str, Any]]:
     """Header facts and fingerprints of every distinct (path, start, end), cached on disk."""
-    keys = list(dict.fromkeys(_row_key(r) for r in rows))
+    keys = list(dict.fromkeys(row_keys))
     cache = _cache_dir() / f"{_cache_key(keys)}.pkl"
     if cache.is_file():
         try:
@@ -223,8 +218,7 @@ def _waveform_correlation(a: tuple, b: tuple) -> float:
     return float(np.abs(correlate(x, y, mode="full", method="fft")).max() / denom) if denom > 0 else 0.0
 
 
-def _duplicate_findings(df: pd.DataFrame, scans: dict, side: str | None) -> list[Finding]:
-    keys = [_row_key(r) for r in df.to_dict("records")]
+def _duplicate_findings(df: pd.DataFrame, keys: list[tuple], scans: dict, side: str | None) -> list[Finding]:
     prints: list[Fingerprint | None] = [
         None if "error" in scans[k] or scans[k]["silent"] else scans[k]["print"] for k in keys
     ]
@@ -325,8 +319,8 @@ def check_manifest(df: pd.DataFrame, *, side: str | None = "auto", progress: boo
     if side == "auto":
         side = side_column(df)
     rows = df.to_dict("records")
-    scans = _scan(rows, progress=progress)
     keys = [_row_key(r) for r in rows]
+    scans = _scan(keys, progress=progress)
     findings: list[Finding] = []
     bad = [(r["path"], scans[k]["error"]) for r, k in zip(rows, keys) if "error" in scans[k]]
     if bad:
@@ -357,5 +351,5 @@ def check_manifest(df: pd.DataFrame, *, side: str | None = "auto", progress: boo
                                        "max": float(durations.max()), "total": float(durations.sum())}
     if side and "group" in df:
         findings.extend(_group_findings(df, side))
-    findings.extend(_duplicate_findings(df, scans, side))
+    findings.extend(_duplicate_findings(df, keys, scans, side))
     return CheckReport(len(df), side, summary, findings)

@@ -11,12 +11,7 @@ from torch.utils.data import Dataset
 
 from clipwise.augment import random_gain
 from clipwise.data.audio import fix_length, frame_windows, is_silent, load_audio
-from clipwise.data.manifest import parse_labels
-
-
-def _optional(row: pd.Series, key: str) -> float | None:
-    value = row.get(key)
-    return None if value is None or pd.isna(value) else float(value)
+from clipwise.data.manifest import parse_labels, segment_seconds
 
 
 @dataclass
@@ -41,14 +36,8 @@ class AudioStore:
             rows = tqdm(rows, desc="decoding audio", unit="clip", leave=False)
         waves = []
         for row in rows:
-            waves.append(
-                load_audio(
-                    row["path"],
-                    sample_rate=sample_rate,
-                    start_seconds=_optional(pd.Series(row), "start"),
-                    end_seconds=_optional(pd.Series(row), "end"),
-                )
-            )
+            start, end = segment_seconds(row)
+            waves.append(load_audio(row["path"], sample_rate=sample_rate, start_seconds=start, end_seconds=end))
         return cls(list(df["path"]), waves, sample_rate, [is_silent(w) for w in waves])
 
     def durations(self) -> np.ndarray:

@@ -8,7 +8,9 @@ disk), ``label`` (``;`` joins several labels), and the optional ``split`` (train
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -298,6 +300,16 @@ def check_files(df: pd.DataFrame, *, skip_bad: bool = False) -> tuple[pd.DataFra
             path=str(bad["path"].iloc[0]),
         )
     return good, bad
+
+
+def segment_seconds(row: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """A manifest row's ``(start, end)`` in seconds; None where the column is absent or empty (NaN)."""
+
+    def value(key: str) -> float | None:
+        v = row.get(key)
+        return None if v is None or pd.isna(v) else float(v)
+
+    return value("start"), value("end")
 
 
 def parse_labels(label: str) -> list[str]:

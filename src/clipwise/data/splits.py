@@ -110,12 +110,13 @@ def _split_from_folds(df: pd.DataFrame, test_fold: int | None) -> np.ndarray:
 VAL_GROUPS = ("auto", "group", "ignore")
 
 
-def test_shares_groups(df: pd.DataFrame, split: np.ndarray) -> bool:
-    """True when some ``group`` has rows in both the training and the test side of ``split``."""
+def shared_groups(df: pd.DataFrame, split: np.ndarray | pd.Series, a: str, b: str) -> set[str]:
+    """The ``group`` values that have rows on both side ``a`` and side ``b`` of ``split`` (none without groups)."""
     if "group" not in df:
-        return False
+        return set()
     groups = df["group"].astype(str).to_numpy()
-    return bool(set(groups[split == "train"]) & set(groups[split == "test"]))
+    split = np.asarray(split)
+    return set(groups[split == a]) & set(groups[split == b])
 
 
 def assign_splits(
@@ -187,7 +188,7 @@ def assign_splits(
         train = np.flatnonzero(split == "train")
         if len(train) == 0:
             raise ManifestError("the manifest has no training rows; mark some rows split=train")
-        by_group = val_groups == "group" or (val_groups == "auto" and not test_shares_groups(df, split))
+        by_group = val_groups == "group" or (val_groups == "auto" and not shared_groups(df, split, "train", "test"))
         held = _hold_out(df.iloc[train], val_fraction, seed, "validation", by_group=by_group)
         split[train[held]] = "val"
     if not (split == "train").any():

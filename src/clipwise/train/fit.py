@@ -26,7 +26,7 @@ from clipwise.config import AUTO_EPOCH_RANGE, AUTO_EPOCH_STEPS, Config
 from clipwise.data.audio import audio_info, fix_length
 from clipwise.data.dataset import AudioStore, TrainDataset, WindowDataset, collate_windows, encode_targets
 from clipwise.data.manifest import check_files, label_names, parse_labels, read_manifest
-from clipwise.data.splits import assign_splits
+from clipwise.data.splits import assign_splits, shared_groups
 from clipwise.errors import ConfigError, ManifestError
 from clipwise.evaluate.metrics import majority_baseline
 from clipwise.infer.predictor import Predictor
@@ -210,7 +210,7 @@ def clean_train_indices(n: int, k: int, *, seed: int) -> np.ndarray:
 
 
 def _callbacks(config: Config, run: RunFolder, *, resumed_epoch: int | None):
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     mode = "min" if config.train.monitor.endswith("loss") else "max"
     cbs = [
@@ -379,7 +379,8 @@ def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L
             "clip_seconds": float(config.data.clip_seconds),
             "silent_clips": {s: int(sum(data.stores[s].silent)) for s in ("train", "val", "test")},
             "skipped_files": int(len(data.skipped)),
-            "groups_shared": _groups_shared(data.frame),
+            "groups_shared": {f"train_{s}": len(shared_groups(data.frame, data.frame["split"], "train", s))
+                              for s in ("val", "test")},
         },
         model={"name": config.model.name, "params": predictor.model.num_parameters()},
         timing={
@@ -396,14 +397,6 @@ def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L
     )
     run.save_summary(summary)
     write_report(run.root)
-
-
-def _groups_shared(df: pd.DataFrame) -> dict[str, int]:
-    """How many groups have clips in both train and val, and in both train and test (0 when no groups)."""
-    if "group" not in df:
-        return {"train_val": 0, "train_test": 0}
-    sides = {s: set(df.loc[df["split"] == s, "group"].astype(str)) for s in ("train", "val", "test")}
-    return {"train_val": len(sides["train"] & sides["val"]), "train_test": len(sides["train"] & sides["test"])}
 
 
 def _best_epoch(ckpt: dict) -> int:
