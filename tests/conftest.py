@@ -21,6 +21,15 @@ TINY = ("model.name=audiocnn_small", "data.batch_size=8", "train.progress=false"
 NO_AUGMENT = ("augment.mixup_alpha=0", "augment.specaugment=false", "data.gain_db=0", "augment.label_smoothing=0")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _check_cache(tmp_path_factory):
+    """Keep the fingerprint cache of `check` (and of train's leakage guard) out of the user's home."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CLIPWISE_CACHE", str(tmp_path_factory.mktemp("clipwise-cache")))
+    yield
+    mp.undo()
+
+
 @dataclass
 class CliResult:
     rc: int

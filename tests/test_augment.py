@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipwise.augment import SpecAugment, random_gain
+from clipwise.augment import FilterAugment, FrequencyWarp, SpecAugment, TimeStretch, random_gain
 
 
 def _runs(row: torch.Tensor) -> list[int]:
@@ -159,3 +159,76 @@ def test_zero_gain_range_returns_the_input_without_drawing():
     state = rng.bit_generator.state
     assert random_gain(x, max_gain_db=0.0, rng=rng) is x
     assert rng.bit_generator.state == state
+
+
+# --- spectrum warps and equalisation ------------------------------------------------------------------------------
+
+
+def _centres(n_mels: int = 64, sample_rate: int = 16000) -> np.ndarray:
+    from clipwise.frontends import LogMel
+
+    return LogMel(sample_rate=sample_rate, n_mels=n_mels).centres_hz
+
+
+def test_frequency_warp_moves_a_peak_to_the_band_of_the_scaled_frequency():
+    centres = _centres()
+    warp = FrequencyWarp(centres, max_warp=0.2)
+    x = torch.zeros(3, 64, 5)
+    peak = 40
+    x[:, peak] = 1.0
+    out = warp.apply(x, np.array([1.0, 1.15, 0.85]))
+    assert torch.equal(out[0], x[0])  # factor 1 is the identity
+    for row, factor in ((1, 1.15), (2, 0.85)):
+        expected = int(np.argmin(np.abs(centres - centres[peak] * factor)))
+        assert abs(int(out[row, :, 0].argmax()) - expected) <= 1
+        assert float(out[row].sum()) == pytest.approx(5 * float(out[row, :, 0].sum()))  # same shift every frame
+
+
+def test_frequency_warp_is_the_identity_in_eval_mode_and_random_in_training():
+    warp = FrequencyWarp(_centres(), max_warp=0.1)
+    x = torch.randn(4, 64, 10)
+    assert torch.equal(warp.eval()(x), x)
+    np.random.seed(0)
+    assert not torch.allclose(warp.train()(x), x)
+
+
+def test_time_stretch_resamples_time_and_fills_the_freed_end_with_the_quietest_level():
+    x = torch.arange(10.0).view(1, 1, 10).repeat(2, 2, 1)
+    faster = TimeStretch.apply(x, np.array([2.0, 1.0]))
+    assert faster[0, 0].tolist() == [0, 2, 4, 6, 8, 0, 0, 0, 0, 0]
+    assert torch.equal(faster[1], x[1])
+    slower = TimeStretch.apply(x[:1], np.array([0.5]))
+    assert slower[0, 0].tolist() == pytest.approx([0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5])
+
+
+def test_time_stretch_rates_stay_within_the_limit():
+    stretch = TimeStretch(max_stretch=0.25).train()
+    x = torch.arange(100.0).view(1, 1, 100).repeat(200, 1, 1)
+    np.random.seed(1)
+    out = stretch(x)
+    rates = out[:, 0, 1]  # frame 1 reads source frame `rate`
+    assert float(rates.min()) >= 1 / 1.25 - 1e-6 and float(rates.max()) <= 1.25 + 1e-6
+    assert float(rates.max() - rates.min()) > 0.3  # drawn across the range
+
+
+def test_filter_augment_adds_a_bounded_piecewise_linear_gain_curve():
+    fa = FilterAugment(max_db=6.0, max_points=3)
+    curves = fa.draw(500, 64, rng=np.random.default_rng(0))
+    assert curves.shape == (500, 64)
+    assert float(curves.abs().max()) <= 6.0 and float(curves.abs().max()) > 5.0
+    # piecewise linear with at most 3 interior knots: at most 3 changes of slope
+    slope_changes = (curves.diff(dim=1).diff(dim=1).abs() > 1e-9).sum(dim=1)
+    assert int(slope_changes.max()) <= 2 * 3
+    x = torch.randn(4, 64, 7)
+    assert torch.equal(fa.eval()(x), x)
+    diff = fa.train()(x) - x
+    assert torch.allclose(diff, diff[:, :, :1].expand_as(diff))  # one curve for every frame of an example
+
+
+def test_mfcc_training_path_through_the_log_mel_matches_its_forward():
+    from clipwise.frontends import MFCC
+
+    fe = MFCC(sample_rate=16000, n_mfcc=20, n_mels=40)
+    wave = torch.randn(2, 8000)
+    assert torch.allclose(fe.from_log_mel(fe.log_mel(wave)), fe(wave))
+    assert len(fe.centres_hz) == 40

@@ -7,6 +7,8 @@ Mixup and cutmix come from timm (``timm.data.Mixup``); SpecAugment is here becau
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -74,3 +76,124 @@ def random_gain(x: np.ndarray, *, max_gain_db: float, rng: np.random.Generator) 
     if max_gain_db <= 0:
         return x
     return x * np.float32(10 ** (rng.uniform(-max_gain_db, max_gain_db) / 20))
+
+
+def _interp_rows(x: torch.Tensor, pos: torch.Tensor, *, dim: int) -> torch.Tensor:
+    """Linear interpolation of ``x`` (batch, bins, frames) at fractional positions ``pos`` (batch, n) along
+    ``dim`` (1 = bins, 2 = frames); positions must lie inside the axis."""
+    lo = pos.floor().long().clamp(0, x.shape[dim] - 1)
+    hi = (lo + 1).clamp(max=x.shape[dim] - 1)
+    w = (pos - lo).to(x.dtype)
+    if dim == 1:
+        idx = lambda i: i[:, :, None].expand(-1, -1, x.shape[2])  # noqa: E731
+        w = w[:, :, None]
+    else:
+        idx = lambda i: i[:, None, :].expand(-1, x.shape[1], -1)  # noqa: E731
+        w = w[:, None, :]
+    return x.gather(dim, idx(lo)) * (1 - w) + x.gather(dim, idx(hi)) * w
+
+
+class FrequencyWarp(nn.Module):
+    """Vocal-tract-length-perturbation-style warp of a log-mel ``(batch, mels, frames)`` (Jaitly & Hinton, 2013).
+
+    Each example's spectrum is scaled along frequency in Hz by a factor drawn uniformly from
+    ``[1 - max_warp, 1 + max_warp]``: output band i takes the value at ``centre_i / factor`` (interpolated
+    between bands, held at the edges). The same sound from a larger or smaller source (speaker, animal,
+    engine) moves this way, so the model learns to expect it. Active only in training mode.
+
+    Args:
+        centres_hz: centre frequency of each mel band, ascending.
+        max_warp: largest relative change of frequency (0.1 = +/- 10 %).
+    """
+
+    def __init__(self, centres_hz: np.ndarray, *, max_warp: float = 0.1):
+        super().__init__()
+        import librosa
+
+        self.max_warp = max_warp
+        self.centres_hz = np.asarray(centres_hz, dtype=np.float64)
+        self._centres_mel = librosa.hz_to_mel(self.centres_hz)
+        self._librosa = librosa
+
+    def source_positions(self, factors: np.ndarray) -> torch.Tensor:
+        """Fractional band index each output band reads from, ``(len(factors), bands)``."""
+        src = self._librosa.hz_to_mel(self.centres_hz[None, :] / np.asarray(factors, dtype=np.float64)[:, None])
+        pos = np.stack([np.interp(row, self._centres_mel, np.arange(len(self._centres_mel))) for row in src])
+        return torch.from_numpy(pos)
+
+    def apply(self, x: torch.Tensor, factors: np.ndarray) -> torch.Tensor:
+        return _interp_rows(x, self.source_positions(factors).to(x.device), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.max_warp <= 0:
+            return x
+        factors = 1 + (np.random.rand(x.shape[0]) * 2 - 1) * self.max_warp
+        return self.apply(x, factors)
+
+
+class TimeStretch(nn.Module):
+    """Tempo change of a spectrogram ``(batch, bins, frames)`` without a change of pitch.
+
+    Each example is resampled along time by a rate drawn log-uniformly from ``[1/(1+s), 1+s]`` (rate > 1 plays
+    faster: the content shortens and the freed end is filled with the example's per-bin minimum, its quietest
+    level; rate < 1 lengthens it and the end is cut, as a random crop would). Speech rate, footsteps and engine
+    cycles vary this way. Active only in training mode.
+
+    Args:
+        max_stretch: s above; 0.15 = rates from 0.87 to 1.15.
+    """
+
+    def __init__(self, *, max_stretch: float = 0.15):
+        super().__init__()
+        self.max_stretch = max_stretch
+
+    @staticmethod
+    def apply(x: torch.Tensor, rates: np.ndarray) -> torch.Tensor:
+        frames = x.shape[2]
+        rates_t = torch.as_tensor(rates, dtype=torch.float64)[:, None]
+        pos = torch.arange(frames, dtype=torch.float64)[None, :] * rates_t
+        beyond = (pos > frames - 1).to(x.device)
+        out = _interp_rows(x, pos.clamp(max=frames - 1).to(x.device), dim=2)
+        floor = x.amin(dim=2, keepdim=True).expand_as(out)
+        return torch.where(beyond[:, None, :], floor, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.max_stretch <= 0:
+            return x
+        span = math.log1p(self.max_stretch)
+        rates = np.exp(np.random.uniform(-span, span, size=x.shape[0]))
+        return self.apply(x, rates)
+
+
+class FilterAugment(nn.Module):
+    """Random equalisation of a dB spectrogram ``(batch, bins, frames)`` (Nam et al., 2022, linear type).
+
+    Each example gets a gain curve over frequency: gains drawn uniformly from ``+/- max_db`` at the two edges
+    and at ``2..max_points`` random interior points, interpolated linearly between them and added to every
+    frame. Microphones, rooms and distance colour a recording this way, so the model learns to ignore it.
+    Active only in training mode.
+
+    Args:
+        max_db: largest gain or cut in dB.
+        max_points: most interior knots of the gain curve.
+    """
+
+    def __init__(self, *, max_db: float = 6.0, max_points: int = 4):
+        super().__init__()
+        self.max_db = max_db
+        self.max_points = max_points
+
+    def draw(self, batch: int, bins: int, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """Gain curves ``(batch, bins)`` in dB."""
+        rng = rng if rng is not None else np.random.default_rng(np.random.randint(2**31))
+        curves = np.empty((batch, bins))
+        for i in range(batch):
+            k = rng.integers(0, self.max_points + 1)
+            knots = np.concatenate([[0.0], np.sort(rng.uniform(0, bins - 1, size=k)), [bins - 1.0]])
+            curves[i] = np.interp(np.arange(bins), knots, rng.uniform(-self.max_db, self.max_db, size=k + 2))
+        return torch.from_numpy(curves)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.max_db <= 0:
+            return x
+        return x + self.draw(x.shape[0], x.shape[1]).to(x.device, x.dtype)[:, :, None]

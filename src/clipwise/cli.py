@@ -69,11 +69,32 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _config_from_args(args: argparse.Namespace, *, base: dict | None = None):
+    """The run config from --config, the shortcut flags and key=value overrides (shared by train and cv)."""
     from clipwise.config import load_config
-    from clipwise.train.fit import train
+    from clipwise.models import is_known_model
 
     overrides = list(args.overrides)
+    for flag, key in (("data", "data.manifest"), ("model", "model.name"), ("epochs", "train.epochs"),
+                      ("test_fold", "data.test_fold")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.insert(0, f"{key}={Path(value).resolve() if flag == 'data' else value}")
+    if args.skip_bad:
+        overrides.insert(0, "data.skip_bad=true")
+    if args.allow_leakage:
+        overrides.insert(0, "data.allow_leakage=true")
+    config = load_config(args.config, overrides=overrides, base=base)
+    if not is_known_model(config.model.name):
+        from clipwise.models.registry import MODELS
+
+        raise ConfigError(MODELS.unknown_message(config.model.name) + " Any timm model name also works.")
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from clipwise.train.fit import train
+
     base = None
     out = args.out
     if args.resume:
@@ -84,22 +105,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = str(run.root)
         if not run.last_checkpoint.is_file():
             raise ConfigError(f"cannot resume {run.root}: checkpoints/last.ckpt is missing (no epoch finished)")
-    for flag, key in (("data", "data.manifest"), ("model", "model.name"), ("epochs", "train.epochs"),
-                      ("test_fold", "data.test_fold")):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.insert(0, f"{key}={Path(value).resolve() if flag == 'data' else value}")
-    if args.skip_bad:
-        overrides.insert(0, "data.skip_bad=true")
-    config = load_config(args.config, overrides=overrides, base=base)
-    from clipwise.models import is_known_model
-
-    if not is_known_model(config.model.name):
-        from clipwise.models.registry import MODELS
-
-        raise ConfigError(MODELS.unknown_message(config.model.name) + " Any timm model name also works.")
+    config = _config_from_args(args, base=base)
     run_dir = train(config, out=out, resume=bool(args.resume))
     _print_summary(run_dir)
+    return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from clipwise.train.cv import cross_validate
+
+    config = _config_from_args(args)
+    only = [int(k) for k in args.only.split(",")] if args.only else None
+    root = cross_validate(config, out=args.out, folds=args.folds, only=only)
+    summary = json.loads((root / "cv_summary.json").read_text())
+    print(f"\ncross-validation folder: {root}")
+    for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+        m = summary["mean"][key]
+        print(f"  {key:18s} {m['mean']:.4f} ± {m['std']:.4f}  95 % interval [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"
+              f"  ({m['n']} folds)")
+    print(f"  report: {root / 'report.md'}")
     return 0
 
 
@@ -114,8 +138,11 @@ def _print_summary(run_dir: Path) -> None:
     for split in ("train_clean", "val", "test"):
         if split in summary:
             m = summary[split]
-            print(f"  {split:12s} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  n={m['n']}")
+            head = f"lwlrap {m['lwlrap']:.4f}  mAP {m['mAP']:.4f}" if "lwlrap" in m else f"accuracy {m['accuracy']:.4f}"
+            print(f"  {split:12s} {head}  macro-F1 {m['macro_f1']:.4f}  n={m['n']}")
     print(f"  best epoch {summary.get('best_epoch')} of {summary.get('epochs_run')}; report: {run.report_path}")
+    if summary.get("diverged"):
+        print(f"warning: training diverged: {summary['diverged']}", file=sys.stderr)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -127,7 +154,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         m = result["metrics"]
         print(f"{result['source']} ({m['n']} clips, checkpoint {result['checkpoint']})")
-        for key in ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy", "loss"):
+        keys = (("lwlrap", "mAP", "macro_f1", "micro_f1", "loss") if "lwlrap" in m
+                else ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy", "loss"))
+        for key in keys:
             print(f"  {key:18s} {m[key]:.4f}")
         print(f"predictions: {result['predictions']}")
     return 0
@@ -215,8 +244,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="run folder (default: runs/<data>-<model>-<time>)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     s.add_argument("--skip-bad", action="store_true", help="skip unreadable files (listed in the run folder)")
+    s.add_argument("--allow-leakage", action="store_true", help="train even if train and test share audio or "
+                   "a group (the protocol intends it); the report says so at the top")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3")
     s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("cv", help="cross-validate: one run per fold, mean ± std and a 95 % interval, one report")
+    s.add_argument("--data", required=True, help="manifest CSV (its fold column, or --folds grouped folds)")
+    s.add_argument("--folds", type=int, help="folds to make when the manifest has no fold column (default 5)")
+    s.add_argument("--model", help="model name (default: audiocnn; see `clipwise models`)")
+    s.add_argument("--config", help="YAML config file")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--out", help="CV folder (default: runs/<data>-<model>-cv-<time>); re-run to finish its folds")
+    s.add_argument("--only", help="comma-separated folds to train now (the report covers finished folds)")
+    s.add_argument("--skip-bad", action="store_true", help="skip unreadable files (listed in each fold's folder)")
+    s.add_argument("--allow-leakage", action="store_true", help="train folds whose test data share audio or a "
+                   "group with their training data; their reports say so at the top")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3")
+    s.set_defaults(fn=cmd_cv)
 
     s = sub.add_parser("evaluate", help="evaluate a run's best checkpoint on a split or another manifest")
     s.add_argument("run", help="run folder")
@@ -259,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clipwise {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        hint = " Resume with `clipwise train --resume RUN_DIR`." if args.command == "train" else ""
+        hint = {"train": " Resume with `clipwise train --resume RUN_DIR`.",
+                "cv": " Re-run the same command with the same --out: finished folds are kept, the interrupted one "
+                      "resumes."}.get(args.command, "")
         print(f"\nclipwise {args.command}: interrupted.{hint}", file=sys.stderr)
         return 130
 

@@ -30,6 +30,10 @@ class DataConfig(_Section):
     """How audio is read, cut and batched."""
 
     manifest: str | None = Field(None, description="the manifest CSV (set by --data)")
+    task: Literal["auto", "multiclass", "multilabel"] = Field(
+        "auto", description="multilabel: a clip may carry several ';'-separated labels (sigmoid outputs, BCE loss, "
+        "lwlrap); auto = multilabel when any training row has more than one label"
+    )
     sample_rate: int | Literal["auto"] = Field(
         "auto", description="model sample rate in Hz; auto = the most common rate in the data, at most 16000"
     )
@@ -39,7 +43,10 @@ class DataConfig(_Section):
     pad_mode: Literal["zeros", "wrap", "reflect"] = "zeros"
     train_crop: Literal["random", "center", "start"] = "random"
     eval_hop_fraction: float = Field(0.5, gt=0, le=1, description="hop between scoring windows / clip length")
-    val_fraction: float = Field(0.15, gt=0, lt=1)
+    val_fraction: float = Field(
+        0.15, gt=0, lt=1, description="share of training rows held out for validation (at least one per class, "
+        "at most half)"
+    )
     val_groups: Literal["auto", "group", "ignore"] = Field(
         "auto", description="hold validation out by group; auto = by row only when the manifest's test split "
         "itself shares groups with train, so validation mirrors the test protocol"
@@ -47,8 +54,18 @@ class DataConfig(_Section):
     test_fraction: float = Field(0.15, gt=0, lt=1)
     test_fold: int | None = None
     batch_size: int = Field(32, ge=1)
+    sampler: Literal["shuffle", "balanced"] = Field(
+        "shuffle", description="balanced: draw training clips with probability 1/(clips of their class), so every "
+        "class is seen about equally often (single process only)"
+    )
     num_workers: int = Field(0, ge=0, description="DataLoader workers (audio is decoded once and cached)")
     skip_bad: bool = False
+    leakage_check: bool = Field(
+        True, description="before training, check that train and test share no audio or group (cached per file)"
+    )
+    allow_leakage: bool = Field(
+        False, description="train even when train and test share audio or a group (the report says so at the top)"
+    )
     gain_db: float = Field(6.0, ge=0, description="random gain of +/- this many dB on training clips")
     clean_train_clips: int = Field(512, ge=0, description="fixed training subset scored without augmentation")
 
@@ -84,6 +101,11 @@ class AugmentConfig(_Section):
     freq_mask_fraction: float = Field(0.15, ge=0, le=1, description="max width of a mask / n_mels")
     time_masks: int = Field(2, ge=0)
     time_mask_fraction: float = Field(0.1, ge=0, le=1, description="max width of a mask / frames")
+    freq_warp: float = Field(
+        0.1, ge=0, lt=0.5, description="random scaling of the frequency axis by up to +/- this fraction (VTLP)"
+    )
+    time_stretch: float = Field(0.15, ge=0, lt=1, description="random tempo change, rates 1/(1+s) to 1+s")
+    filter_db: float = Field(6.0, ge=0, description="random smooth equalisation of up to +/- this many dB")
     mixup_alpha: float = Field(0.3, ge=0)
     cutmix_alpha: float = Field(0.0, ge=0)
     mixup_prob: float = Field(1.0, ge=0, le=1)
@@ -112,7 +134,14 @@ class TrainConfig(_Section):
         12, ge=1, description="early-stopping patience in epochs (training also stops once an accuracy-like "
         "monitor is perfect, since no later checkpoint could be chosen); null disables both"
     )
-    monitor: Literal["val_accuracy", "val_macro_f1", "val_balanced_accuracy", "val_loss"] = "val_accuracy"
+    monitor: Literal[
+        "auto", "val_accuracy", "val_macro_f1", "val_balanced_accuracy", "val_loss", "val_lwlrap", "val_mAP"
+    ] = Field("auto", description="validation metric that picks the best checkpoint; auto = val_accuracy, or "
+              "val_lwlrap for multilabel tasks")
+    class_weights: Literal["none", "balanced"] = Field(
+        "none", description="balanced: weight each class's loss by n / (classes x its clips) (multi-label: positives "
+        "weighted by negatives / positives)"
+    )
     seed: int = 0
     precision: Literal["32", "bf16"] = "32"
     grad_clip: float | None = Field(5.0, gt=0)

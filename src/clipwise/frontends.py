@@ -85,6 +85,8 @@ class LogMel(nn.Module):
             )
         self.n_bins = n_mels
         self.amin = amin
+        # centre of each band in Hz (librosa's mel filters peak at the inner points of n_mels + 2 mel-spaced edges)
+        self.centres_hz = librosa.mel_frequencies(n_mels=n_mels + 2, fmin=f_min, fmax=f_max)[1:-1]
         if n_fft is None:
             # a short window at a low sample rate leaves the narrow low mel bands without any FFT bin (all-zero
             # filters); zero-pad the FFT until every band gets one
@@ -115,8 +117,16 @@ class LogMel(nn.Module):
         power = torch.view_as_real(spec).pow(2).sum(-1)
         return torch.matmul(self.mel_fb, power)
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+    def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
+        """Log-mel in dB ``(batch, n_mels, frames)``: where training augments the spectrum (warps, filters)."""
         return 10.0 * torch.log10(torch.clamp(self.power(wave), min=self.amin))
+
+    def from_log_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        """This frontend's output from a (possibly augmented) :meth:`log_mel`: here the log-mel itself."""
+        return mel
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.log_mel(wave)
 
 
 @FRONTENDS.register("mfcc")
@@ -137,9 +147,16 @@ class MFCC(nn.Module):
         self.hop_length = self.logmel.hop_length
         dct = scipy.fft.dct(np.eye(self.logmel.n_bins), type=2, norm="ortho", axis=0)[:n_mfcc]
         self.register_buffer("dct", torch.from_numpy(dct).float(), persistent=False)
+        self.centres_hz = self.logmel.centres_hz
+
+    def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.logmel(wave)
+
+    def from_log_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(self.dct, mel)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(self.dct, self.logmel(wave))
+        return self.from_log_mel(self.log_mel(wave))
 
 
 def build_frontend(*, name: str, sample_rate: int, **params: Any) -> nn.Module:

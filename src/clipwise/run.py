@@ -179,6 +179,22 @@ class RunFolder:
     def skipped_files_path(self) -> Path:
         return self.root / "skipped_files.csv"
 
+    @property
+    def thresholds_path(self) -> Path:
+        """thresholds.json: per-class decision thresholds of a multi-label run (tuned on validation)."""
+        return self.root / "thresholds.json"
+
+    def load_thresholds(self) -> dict[str, float] | None:
+        """The tuned thresholds by label, or None when the run has none (single-label runs)."""
+        if not self.thresholds_path.is_file():
+            return None
+        return self._read(self.thresholds_path, json.loads, "JSON")["thresholds"]
+
+    @property
+    def leakage_path(self) -> Path:
+        """leakage.json: what the pre-training check found shared between the splits."""
+        return self.root / "leakage.json"
+
     def predictions_path(self, split: str) -> Path:
         """Path of ``predictions_<split>.csv``.
 
@@ -242,6 +258,11 @@ class RunFolder:
         atomic_write_text(self.summary_path, text + "\n")
         return self.summary_path
 
+    def save_json(self, path: Path, value: Any) -> Path:
+        """Write any JSON file of the run folder atomically (numpy types converted)."""
+        atomic_write_text(path, json.dumps(to_jsonable(value), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+        return path
+
     def load_summary(self) -> dict[str, Any]:
         """Read summary.json; an empty dict when the run has not written one yet.
 
@@ -302,6 +323,7 @@ class RunFolder:
         probs: np.ndarray,
         *,
         labels: Sequence[str] | None = None,
+        thresholds: np.ndarray | float | None = None,
     ) -> Path:
         """Write ``predictions_<split>.csv`` with columns ``path, label, pred, p:<label>...``.
 
@@ -309,9 +331,12 @@ class RunFolder:
             split: split name ("test", "val", ...).
             paths: one audio path per row.
             y_true: true class indices, or None when unknown; a negative index marks one unknown row.
-                The ``label`` cell is empty where the truth is unknown.
+                The ``label`` cell is empty where the truth is unknown. A multi-hot ``(N, C)`` matrix marks a
+                multi-label run: cells then hold ``;``-separated labels.
             probs: class probabilities, shape (N, C).
             labels: class names; default: the run's labels.json.
+            thresholds: multi-label runs: per-class (or one) decision threshold; ``pred`` then lists every label
+                whose probability reaches its threshold (``;``-separated, empty for none) instead of the top one.
 
         Returns:
             The path written.
@@ -328,13 +353,26 @@ class RunFolder:
                 f"probs must have shape ({n}, {len(labels)}) for {n} paths and {len(labels)} labels, "
                 f"got {probs.shape}"
             )
+        names = np.asarray(labels, dtype=object)
+        multi = thresholds is not None or (y_true is not None and np.ndim(y_true) == 2)
+        if multi:
+            hot = np.zeros((n, len(labels))) if y_true is None else np.asarray(y_true, dtype=np.float64)
+            if hot.shape != (n, len(labels)):
+                raise ConfigError(f"multi-label y_true must have shape ({n}, {len(labels)}), got {hot.shape}")
+            cut = np.broadcast_to(np.asarray(0.5 if thresholds is None else thresholds, dtype=np.float64),
+                                  (len(labels),))
+            frame = pd.DataFrame({
+                "path": [os.fspath(p) for p in paths],
+                "label": [";".join(names[row > 0.5]) for row in hot],
+                "pred": [";".join(names[row >= cut]) for row in probs],
+            })
+            return self._write_predictions(split, frame, probs, labels)
         truth = np.full(n, -1) if y_true is None else np.asarray(y_true, dtype=np.int64)
         if truth.shape != (n,) or truth.max(initial=-1) >= len(labels):
             raise ConfigError(
                 f"y_true must hold {n} class indices below {len(labels)} (negative = unknown), "
                 f"got shape {truth.shape} with maximum {truth.max(initial=-1)}"
             )
-        names = np.asarray(labels, dtype=object)
         frame = pd.DataFrame(
             {
                 "path": [os.fspath(p) for p in paths],
@@ -342,6 +380,9 @@ class RunFolder:
                 "pred": names[probs.argmax(axis=1)],
             }
         )
+        return self._write_predictions(split, frame, probs, labels)
+
+    def _write_predictions(self, split: str, frame: pd.DataFrame, probs: np.ndarray, labels: Sequence[str]) -> Path:
         prob_frame = pd.DataFrame(probs, columns=[PROB_PREFIX + lab for lab in labels])
         frame = pd.concat([frame, prob_frame], axis=1)
         text = frame.to_csv(
@@ -357,7 +398,8 @@ class RunFolder:
         Returns:
             ``(frame, probs, y_true)``: the file as a DataFrame (``path``, ``label``, ``pred`` as strings,
             empty where unknown), the (N, C) probabilities in the order of the ``p:`` columns, and the
-            true class indices (-1 where a row's label is empty), or None when no row has a label.
+            true class indices (-1 where a row's label is empty), or None when no row has a label. For a
+            multi-label run (see :meth:`is_multi_label`) ``y_true`` is the (N, C) multi-hot matrix.
 
         Raises:
             RunError: if the file is missing, lacks columns, names a label without a ``p:`` column, or its
@@ -381,11 +423,26 @@ class RunFolder:
             raise RunError(f"{path} holds a probability that is not a number ({err}); {_REWRITE}") from err
         frame[prob_cols] = probs
         index = {lab: i for i, lab in enumerate(labels)}
-        unknown = sorted(set(frame["label"]) - set(index) - {""})
+        multi = self.is_multi_label()
+        cells = [[lab for lab in str(v).split(";") if lab] if multi else ([v] if v else []) for v in frame["label"]]
+        unknown = sorted({lab for c in cells for lab in c} - set(index))
         if unknown:
             raise RunError(f"{path} has labels without a p: column: {unknown[:5]!r}; {_REWRITE}")
+        if multi:
+            hot = np.zeros((len(frame), len(labels)))
+            for r, c in enumerate(cells):
+                hot[r, [index[lab] for lab in c]] = 1.0
+            return frame, probs, (hot if hot.any() else None)
         y_true = frame["label"].map(lambda lab: index.get(lab, -1)).to_numpy(dtype=np.int64)
         return frame, probs, (y_true if (y_true >= 0).any() else None)
+
+    def is_multi_label(self) -> bool:
+        """Whether the run is a multi-label one (config data.task, or tuned thresholds present)."""
+        if self.thresholds_path.is_file():
+            return True
+        if self.config_path.is_file():
+            return (self.load_config_dict().get("data") or {}).get("task") == "multilabel"
+        return False
 
     def _read(self, path: Path, parse: Any, kind: str) -> Any:
         if not path.is_file():

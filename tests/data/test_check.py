@@ -88,7 +88,12 @@ def test_planted_flaws_are_all_found(tmp_path):
     assert found["group_label_conflict"].severity == "warning"
     assert found["group_label_conflict"].details["groups"] == [df.loc[12, "group"]]
     assert {f.kind for f in report.leaks()} == {"exact_duplicate", "near_duplicate", "group_leak"}
-    assert [f.kind for f in report.leaks(between=("1", "3"))] == ["group_leak", "near_duplicate"]
+    narrowed = report.leaks(between=("1", "3"))
+    assert [f.kind for f in narrowed] == ["group_leak", "near_duplicate"]
+    assert narrowed[0].message.startswith("1 group(s) shared by 1 and 3: ")
+    assert {Path(p).name for p in narrowed[1].files} == {Path(df.loc[3, "path"]).name, "near.wav"}
+    # the exact copy sits in folds 1 and 2 only
+    assert [f.kind for f in report.leaks(between=("1", "2"))] == ["exact_duplicate"]
 
 
 def test_unreadable_and_silent_files_and_imbalance(tmp_path):
@@ -120,7 +125,7 @@ def test_robust_print_tells_copies_from_other_clips():
     assert bit_error_rate(fingerprint(x, SR), fingerprint(other, SR)) > 0.4
 
 
-def test_cli_json_strict_and_cache(tmp_path, capsys):
+def test_cli_json_strict_and_cache(tmp_path, capsys, monkeypatch):
     df = _clean(tmp_path, per_class=2)
     shutil.copy(df.loc[0, "path"], tmp_path / "dup.wav")
     df = pd.concat([df, pd.DataFrame([{"path": str(tmp_path / "dup.wav"), "label": df.loc[0, "label"],
@@ -129,9 +134,21 @@ def test_cli_json_strict_and_cache(tmp_path, capsys):
     assert main(["check", str(manifest)]) == 0
     text = capsys.readouterr().out
     assert "[error] 1 set(s) of identical audio span more than one side (fold)" in text
+    import clipwise.data.check as check_module
+
+    scanned = []
+    real_scan = check_module._scan_one
+    monkeypatch.setattr(check_module, "_scan_one", lambda key: scanned.append(key) or real_scan(key))
     assert main(["check", str(manifest), "--json", "--strict"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert [f["kind"] for f in out["findings"]] == ["exact_duplicate"]
-    assert len(list((tmp_path / "cache" / "check").glob("*.pkl"))) == 1  # the second run read the cache
+    assert scanned == []  # the second run read every file's entry from the cache
+    # a subset of the rows (one fold of a cross-validation, say) reuses the entries too
+    check_manifest(read_manifest(manifest).iloc[:5])
+    assert scanned == []
+    # a changed file is read again
+    sf.write(df.loc[1, "path"], np.zeros(SR // 2, np.float32), SR)
+    check_manifest(read_manifest(manifest))
+    assert [Path(k[0]).name for k in scanned] == [Path(df.loc[1, "path"]).name]
     df.drop(index=len(df) - 1).to_csv(manifest, index=False)
     assert main(["check", str(manifest), "--strict"]) == 0

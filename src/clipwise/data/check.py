@@ -37,8 +37,10 @@ MAYBE_DUPLICATE_BER = 0.32
 NEAR_DUPLICATE_CORRELATION = 0.5
 #: candidates per clip from the other sides, taken by similarity of the band summaries before the bit test
 CANDIDATES = 8
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _LISTED = 10
+_LEAK_NOUNS = {"group_leak": "group(s)", "exact_duplicate": "set(s) of identical audio",
+               "near_duplicate": "pair(s) of near-identical audio"}
 
 
 @dataclass
@@ -55,6 +57,20 @@ class Finding:
     def is_leak(self) -> bool:
         return self.kind in ("group_leak", "exact_duplicate", "near_duplicate")
 
+    def between(self, a: str, b: str) -> Finding | None:
+        """This leak narrowed to the items (groups, duplicate sets, pairs) on both side ``a`` and side ``b``;
+        None when there are none."""
+        items = [it for it in self.details.get("items", []) if {str(a), str(b)} <= set(it["sides"])]
+        if not items:
+            return None
+        noun = _LEAK_NOUNS[self.kind]
+        listed = "; ".join(it["what"] for it in items[:_LISTED]) + (" ..." if len(items) > _LISTED else "")
+        return Finding(
+            self.kind, self.severity, f"{len(items)} {noun} shared by {a} and {b}: {listed}",
+            files=_files(p for it in items for p in it["files"]),
+            details={"items": items, "sides": sorted({str(a), str(b)})},
+        )
+
 
 @dataclass
 class CheckReport:
@@ -66,11 +82,10 @@ class CheckReport:
     findings: list[Finding]
 
     def leaks(self, between: tuple[str, str] | None = None) -> list[Finding]:
-        """Leak findings, optionally only those touching both given sides."""
+        """Leak findings; with ``between``, each narrowed to what the two given sides share."""
         out = [f for f in self.findings if f.is_leak]
         if between is not None:
-            want = {str(s) for s in between}
-            out = [f for f in out if want <= {str(s) for s in f.details.get("sides", [])}]
+            out = [n for f in out if (n := f.between(*between)) is not None]
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,53 +131,84 @@ def _row_key(row: dict) -> tuple:
     return (row["path"], *segment_seconds(row))
 
 
-def _cache_key(keys: list[tuple]) -> str:
-    h = hashlib.sha1(str(_CACHE_VERSION).encode())
-    for path, start, end in keys:
-        try:
-            st = os.stat(path)
-            stamp = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            stamp = None
-        h.update(repr((path, start, end, stamp)).encode())
-    return h.hexdigest()
+def _file_key(key: tuple) -> str:
+    """Cache key of one (path, start, end): changes when the file's size or modification time does."""
+    path, start, end = key
+    try:
+        st = os.stat(path)
+        stamp = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        stamp = None
+    return hashlib.sha1(repr((_CACHE_VERSION, os.path.abspath(path), start, end, stamp)).encode()).hexdigest()
+
+
+def _read_shard(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except Exception:  # noqa: BLE001 - a missing or damaged shard is rebuilt
+        return {}
+
+
+def _write_shard(path: Path, entries: dict[str, dict[str, Any]]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(entries, f)
+        tmp.replace(path)
+    except OSError:
+        pass  # an unwritable cache only costs time
+
+
+def _scan_one(key: tuple) -> dict[str, Any]:
+    path, start, end = key
+    try:
+        info = audio_info(path)
+        x = load_audio(path, sample_rate=info.sample_rate, start_seconds=start, end_seconds=end)
+    except AudioError as e:
+        return {"error": str(e)}
+    return {"sample_rate": info.sample_rate, "channels": info.channels, "duration": len(x) / info.sample_rate,
+            "silent": is_silent(x), "print": fingerprint(x, info.sample_rate)}
 
 
 def _scan(row_keys: list[tuple], *, progress: bool) -> dict[tuple, dict[str, Any]]:
-    """Header facts and fingerprints of every distinct (path, start, end), cached on disk."""
+    """Header facts and fingerprints of every distinct (path, start, end).
+
+    Each file's entry is cached on disk (256 shards by key hash), so any manifest that lists a file again
+    (another split of it, a subset, the folds of a cross-validation) reuses it. Unreadable files are not
+    cached: the fix a user makes must be seen on the next run.
+    """
     keys = list(dict.fromkeys(row_keys))
-    cache = _cache_dir() / f"{_cache_key(keys)}.pkl"
-    if cache.is_file():
-        try:
-            with open(cache, "rb") as f:
-                return pickle.load(f)
-        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
-            pass
-    it = keys
-    if progress and len(keys) > 200:
+    fkeys = {k: _file_key(k) for k in keys}
+    by_shard: dict[str, list[tuple]] = defaultdict(list)
+    for k, fk in fkeys.items():
+        by_shard[fk[:2]].append(k)
+    root = _cache_dir()
+    out: dict[tuple, dict[str, Any]] = {}
+    todo: list[tuple] = []
+    shards: dict[str, dict[str, dict[str, Any]]] = {}
+    for shard, ks in by_shard.items():
+        entries = shards[shard] = _read_shard(root / f"{shard}.pkl")
+        for k in ks:
+            if fkeys[k] in entries:
+                out[k] = entries[fkeys[k]]
+            else:
+                todo.append(k)
+    it = todo
+    if progress and len(todo) > 200:
         from tqdm.auto import tqdm
 
-        it = tqdm(keys, desc="checking audio", unit="clip", leave=False)
-    out: dict[tuple, dict[str, Any]] = {}
-    for key in it:
-        path, start, end = key
-        try:
-            info = audio_info(path)
-            x = load_audio(path, sample_rate=info.sample_rate, start_seconds=start, end_seconds=end)
-        except AudioError as e:
-            out[key] = {"error": str(e)}
-            continue
-        out[key] = {"sample_rate": info.sample_rate, "channels": info.channels,
-                    "duration": len(x) / info.sample_rate, "silent": is_silent(x),
-                    "print": fingerprint(x, info.sample_rate)}
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump(out, f)
-        tmp.replace(cache)
-    except OSError:
-        pass  # an unwritable cache only costs time
+        it = tqdm(todo, desc="checking audio", unit="clip", leave=False)
+    changed = set()
+    for k in it:
+        out[k] = _scan_one(k)
+        if "error" not in out[k]:
+            shards[fkeys[k][:2]][fkeys[k]] = out[k]
+            changed.add(fkeys[k][:2])
+    for shard in changed:
+        # merge with what another process may have written meanwhile
+        _write_shard(root / f"{shard}.pkl", {**_read_shard(root / f"{shard}.pkl"), **shards[shard]})
     return out
 
 
@@ -192,7 +238,8 @@ def _group_findings(df: pd.DataFrame, side: str) -> list[Finding]:
               "(clipwise does so when it assigns splits) unless the protocol intends this.",
             files=_files(p for _, _, part, _ in leaks for p in part["path"]),
             details={"groups": [g for g, _, _, _ in leaks], "sides": sorted({x for _, s, _, _ in leaks for x in s}),
-                     "side_pairs": {"/".join(k): v for k, v in pairs.items()}},
+                     "side_pairs": {"/".join(k): v for k, v in pairs.items()},
+                     "items": [{"what": str(g), "sides": s, "files": _files(part["path"])} for g, s, part, _ in leaks]},
         ))
     if conflicts:
         out.append(Finding(
@@ -247,7 +294,9 @@ def _duplicate_findings(df: pd.DataFrame, keys: list[tuple], scans: dict, side: 
             + ". Remove the copies or put them on one side.",
             files=_files(paths[i] for rows in across for i in rows),
             details={"sets": [[paths[i] for i in rows] for rows in across],
-                     "sides": sorted({sides[i] for rows in across for i in rows})},
+                     "sides": sorted({sides[i] for rows in across for i in rows}),
+                     "items": [{"what": " = ".join(paths[i] for i in rows), "sides": sorted({sides[i] for i in rows}),
+                                "files": _files(paths[i] for i in rows)} for rows in across]},
         ))
     if within:
         findings.append(Finding(
@@ -299,7 +348,10 @@ def _duplicate_findings(df: pd.DataFrame, keys: list[tuple], scans: dict, side: 
             + ". Put each pair on one side (give them one group) or drop a copy.",
             files=_files(p for i, j, _ in near for p in (paths[i], paths[j])),
             details={"pairs": [[paths[i], paths[j], round(ber, 4)] for i, j, ber in near],
-                     "sides": sorted({sides[x] for i, j, _ in near for x in (i, j)})},
+                     "sides": sorted({sides[x] for i, j, _ in near for x in (i, j)}),
+                     "items": [{"what": f"{paths[i]} ~ {paths[j]} (bit error {ber:.2f})",
+                                "sides": sorted({sides[i], sides[j]}), "files": [paths[i], paths[j]]}
+                               for i, j, ber in near]},
         ))
     return findings
 

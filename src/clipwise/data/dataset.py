@@ -148,3 +148,33 @@ def aggregate_windows(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tenso
     out = torch.zeros(len(counts), scores.shape[1], dtype=scores.dtype, device=scores.device)
     out.index_add_(0, owner, scores)
     return out / counts.to(scores.device, scores.dtype)[:, None]
+
+
+def class_counts(targets: np.ndarray, n_classes: int) -> np.ndarray:
+    """Training clips per class: from class indices, or column sums of a multi-hot matrix."""
+    targets = np.asarray(targets)
+    if targets.ndim == 2:
+        return targets.sum(axis=0).astype(np.float64)
+    return np.bincount(targets, minlength=n_classes).astype(np.float64)
+
+
+def balanced_class_weights(targets: np.ndarray, n_classes: int) -> np.ndarray:
+    """Loss weights ``n / (classes * count)`` (scikit-learn's "balanced"); for multi-hot targets the positive
+    weight ``negatives / positives`` of each class. A class without training clips gets weight 0."""
+    counts = class_counts(targets, n_classes)
+    n = len(targets)
+    if np.asarray(targets).ndim == 2:
+        return np.where(counts > 0, (n - counts) / np.maximum(counts, 1), 0.0)
+    return np.where(counts > 0, n / (n_classes * np.maximum(counts, 1)), 0.0)
+
+
+def balanced_sample_weights(targets: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-clip sampling weights that make every class about equally frequent: ``1 / count(class)`` (a
+    multi-label clip: the mean over its labels)."""
+    counts = class_counts(targets, n_classes)
+    inv = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    targets = np.asarray(targets)
+    if targets.ndim == 2:
+        k = targets.sum(axis=1)
+        return np.where(k > 0, (targets * inv[None, :]).sum(axis=1) / np.maximum(k, 1), inv[inv > 0].mean())
+    return inv[targets]

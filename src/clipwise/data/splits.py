@@ -11,16 +11,19 @@ import warnings
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import (
+    GroupKFold,
     GroupShuffleSplit,
+    KFold,
     ShuffleSplit,
     StratifiedGroupKFold,
+    StratifiedKFold,
     StratifiedShuffleSplit,
 )
 
 from clipwise.data.manifest import SPLITS, normalise_split, parse_labels
 from clipwise.errors import ConfigError, ManifestError
 
-__all__ = ["assign_splits", "split_summary"]
+__all__ = ["assign_splits", "make_folds", "split_summary"]
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -189,7 +192,11 @@ def assign_splits(
         if len(train) == 0:
             raise ManifestError("the manifest has no training rows; mark some rows split=train")
         by_group = val_groups == "group" or (val_groups == "auto" and not shared_groups(df, split, "train", "test"))
-        held = _hold_out(df.iloc[train], val_fraction, seed, "validation", by_group=by_group)
+        # a validation set smaller than the class count cannot show every class (a tiny one of a single class
+        # scores "perfect" and ends training early): hold out at least one clip per class, at most half
+        n_classes = len(set(_first_labels(df.iloc[train])))
+        fraction = max(val_fraction, min(0.5, n_classes / len(train)))
+        held = _hold_out(df.iloc[train], fraction, seed, "validation", by_group=by_group)
         split[train[held]] = "val"
     if not (split == "train").any():
         raise ManifestError("no rows are left for training; mark some rows split=train or use fewer folds for test")
@@ -218,3 +225,38 @@ def split_summary(df: pd.DataFrame) -> pd.DataFrame:
     table["total"] = table.sum(axis=1)
     table.columns.name = None
     return table
+
+
+def make_folds(df: pd.DataFrame, k: int, *, seed: int = 0) -> np.ndarray:
+    """Fold numbers 1..k for cross-validation: stratified by (first) label, groups kept whole.
+
+    Stratification is dropped (with the reason in a warning) when a class has fewer rows than folds would need;
+    groups are never split.
+
+    Raises:
+        ConfigError: ``k`` is below 2.
+        ManifestError: fewer rows (or groups) than folds.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ConfigError(f"cross-validation needs at least 2 folds, got {k!r}")
+    y = _first_labels(df)
+    index = np.arange(len(df))
+    groups = df["group"].astype(str).to_numpy() if "group" in df else None
+    units = len(np.unique(groups)) if groups is not None else len(df)
+    if units < k:
+        what = "groups" if groups is not None else "rows"
+        raise ManifestError(f"cannot make {k} folds from {units} {what}; use at most {units} folds")
+    folds = np.zeros(len(df), dtype=int)
+    smallest = int(pd.Series(y).value_counts().min())
+    if smallest >= k:
+        splitter = (StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed) if groups is not None
+                    else StratifiedKFold(n_splits=k, shuffle=True, random_state=seed))
+    else:
+        warnings.warn(f"a class has only {smallest} row(s), fewer than the {k} folds: folds are not stratified",
+                      UserWarning, stacklevel=2)
+        splitter = GroupKFold(n_splits=k) if groups is not None else KFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # sklearn's note about classes smaller than n_splits is the one above
+        warnings.simplefilter("ignore", UserWarning)
+        for fold, (_, test) in enumerate(splitter.split(index, y, groups), start=1):
+            folds[test] = fold
+    return folds

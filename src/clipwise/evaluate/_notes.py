@@ -41,11 +41,34 @@ class RunFacts:
     epochs_run: int | None = None
     scores: tuple[str, dict[str, Any]] | None = None  # the evaluated split and its scores
     baseline: dict[str, Any] | None = None
+    leakage: dict[str, Any] | None = None  # leakage.json: what the pre-training check found
+    multi_label: bool = False  # y_true / y_train are multi-hot matrices
+
+
+def leakage_header(facts: RunFacts) -> list[str]:
+    """The warning that opens a report whose training and test data share audio or sources (or that was
+    never checked); empty for a clean, checked run."""
+    found = facts.leakage
+    if found is None:
+        return []
+    if not found.get("checked"):
+        return ["> **Leakage not checked** (`data.leakage_check=false`): nothing vouches that training and test "
+                "data share no audio or source.", ""]
+    shared = found.get("train_test") or []
+    if not shared:
+        return []
+    lines = ["> **Trained with --allow-leakage: training and test data share audio or sources.** The test score "
+             "below is for material the model has heard, not for new recordings or sources. Found before "
+             "training:", ">"]
+    lines += [f"> - {f['message']}" for f in shared]
+    return lines + [""]
 
 
 def automatic_notes(facts: RunFacts) -> list[str]:
     """Every note that applies to the run, in a fixed order; an empty list when nothing is unusual."""
     notes = [_val_above_train(facts), _best_at_edge(facts), *_at_or_below_baseline(facts)]
+    if facts.summary.get("diverged"):
+        notes.append(f"Training diverged: {facts.summary['diverged']}.")
     bad = _nonfinite_losses(facts.raw_metrics)
     if bad:
         notes.append(f"Non-finite losses in metrics.csv ({bad}): training diverged; lower the learning rate "
@@ -65,6 +88,10 @@ def automatic_notes(facts: RunFacts) -> list[str]:
         notes.append(f"{shared['train_test']} group(s) have clips in both train and test, as the manifest's split "
                      "says: the test score is for groups (speakers, recordings) seen in training, not for new "
                      f"ones.{how} Use a grouped split or leave-one-group-out folds to measure unseen groups.")
+    dups = [f for f in (facts.leakage or {}).get("train_val", []) if f.get("kind") != "group_leak"]
+    if dups:
+        notes.append("Training and validation share audio (" + "; ".join(f["message"] for f in dups) + "): "
+                     "validation scores, and the checkpoint they chose, are optimistic.")
     skipped = data.get("skipped_files")
     if isinstance(skipped, int) and skipped > 0:
         files = "1 file" if skipped == 1 else f"{skipped} files"
@@ -136,12 +163,15 @@ def _at_or_below_baseline(facts: RunFacts) -> list[str]:
         return []
     split, values = facts.scores
     notes = []
-    for key, name in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy")):
+    majority = ("majority-class baseline", "always predicting the most frequent training class")
+    prior = ("prior baseline", "ranking the labels by their training frequency, whatever the audio")
+    for key, name, (base_name, what) in (("accuracy", "accuracy", majority),
+                                         ("balanced_accuracy", "balanced accuracy", majority),
+                                         ("lwlrap", "lwlrap", prior), ("mAP", "mAP", prior)):
         score, base = values.get(key), facts.baseline.get(key)
         if finite(score) and finite(base) and score <= base:
             notes.append(f"The {SPLIT_NAMES.get(split, split)} {name} ({fmt(score)}) is at or below the "
-                         f"majority-class baseline ({fmt(base)}): the model does no better than always "
-                         "predicting the most frequent training class.")
+                         f"{base_name} ({fmt(base)}): the model does no better than {what}.")
     return notes
 
 

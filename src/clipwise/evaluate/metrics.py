@@ -205,3 +205,37 @@ def _check(y_true: np.ndarray, probs: np.ndarray, *, n_classes: int) -> tuple[np
     if len(y_true) == 0:
         raise ConfigError("no clips to score: y_true and probs are empty")
     return y_true, probs
+
+
+def mean_interval(values: Sequence[float], *, confidence: float = 0.95) -> dict[str, float]:
+    """Mean, sample standard deviation and a Student-t confidence interval of per-fold (or per-seed) scores.
+
+    Cross-validation folds share training data, so their scores are not independent and this interval is
+    somewhat narrower than the truth (Nadeau & Bengio, 2003); it is the customary summary, read it as such.
+
+    Returns:
+        ``mean``, ``std`` (ddof=1; 0 for one value), ``ci_low``, ``ci_high`` (both the mean for one value), ``n``.
+    """
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or len(x) == 0:
+        raise ConfigError(f"mean_interval needs a non-empty list of scores, got shape {x.shape}")
+    n = len(x)
+    mean = float(x.mean())
+    std = float(x.std(ddof=1)) if n > 1 else 0.0
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / np.sqrt(n)) if n > 1 else 0.0
+    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+def proportion_interval(hits: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (e.g. accuracy over ``n`` clips): sound at 0 %, 100 % and small n."""
+    from scipy import stats
+
+    if n <= 0:
+        raise ConfigError("proportion_interval needs n > 0")
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))

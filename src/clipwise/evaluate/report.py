@@ -7,6 +7,7 @@ works without a display and never switches the backend of the process that impor
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from clipwise.evaluate._notes import (
     counts,
     find_best_epoch,
     fmt,
+    leakage_header,
     numeric,
     section,
 )
@@ -35,12 +37,15 @@ from clipwise.evaluate.metrics import (
     per_class_report,
     top_confusions,
 )
+from clipwise.evaluate.multilabel import multilabel_metrics, per_class_average_precision, prior_baseline
 from clipwise.run import PROB_PREFIX, RunFolder, atomic_path, atomic_write_text
 
 LOSS_COLUMNS = ("train_loss", "val_loss", "train_clean_loss")
-SCORE_METRICS = ("accuracy", "macro_f1")
+SCORE_METRICS = ("accuracy", "macro_f1", "lwlrap", "mAP")
 _TABLE = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
           ("top5_accuracy", "top-5"), ("log_loss", "loss"), ("n", "n"))
+_TABLE_MULTI = (("lwlrap", "lwlrap"), ("mAP", "mAP"), ("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"),
+                ("log_loss", "loss"), ("n", "n"))
 
 
 def plot_curves(
@@ -143,7 +148,7 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     Raises:
         RunError: if the folder is not a run folder or one of its files is unreadable.
     """
-    facts = _load(RunFolder.open(run_dir))
+    facts = load_facts(RunFolder.open(run_dir))
     notes = automatic_notes(facts)
     lines = _header(facts) + ["## Notes", ""] + [f"- {n}" for n in notes or ["Nothing unusual was found."]]
     if facts.metrics is not None and len(facts.metrics):
@@ -157,7 +162,8 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     return facts.run.report_path
 
 
-def _load(run: RunFolder) -> RunFacts:
+def load_facts(run: RunFolder) -> RunFacts:
+    """Everything a report states about a run, read from its folder."""
     facts = RunFacts(run, cfg=run.load_config_dict(), summary=run.load_summary(), sources=["config.yaml"])
     if run.labels_path.exists():
         facts.labels = run.load_labels()
@@ -168,12 +174,17 @@ def _load(run: RunFolder) -> RunFacts:
         facts.sources.append("metrics.csv")
     if run.summary_path.exists():
         facts.sources.append("summary.json")
+    if run.leakage_path.exists():
+        facts.leakage = json.loads(run.leakage_path.read_text())
+        facts.sources.append("leakage.json")
     for split in ("test", "val"):
         if run.predictions_path(split).exists():
             frame, probs, y_true = run.load_predictions(split)
             prob_columns = [c for c in frame.columns if c.startswith(PROB_PREFIX)]
             facts.split, facts.pred_labels = split, [c[len(PROB_PREFIX):] for c in prob_columns]
-            if y_true is not None:
+            if y_true is not None and y_true.ndim == 2:
+                facts.y_true, facts.probs, facts.multi_label = y_true, probs, True
+            elif y_true is not None:
                 facts.y_true, facts.probs = y_true[y_true >= 0], probs[y_true >= 0]
             facts.sources.append(run.predictions_path(split).name)
             break
@@ -181,7 +192,7 @@ def _load(run: RunFolder) -> RunFacts:
         if facts.y_true is not None and run.predictions_path(split).exists():
             y_train = run.load_predictions(split)[2]
             if y_train is not None:
-                facts.y_train = y_train[y_train >= 0]
+                facts.y_train = y_train if y_train.ndim == 2 else y_train[y_train >= 0]
                 facts.sources.append(run.predictions_path(split).name)
                 break
 
@@ -196,12 +207,14 @@ def _load(run: RunFolder) -> RunFacts:
     if split is not None:
         facts.scores = split, summary[split]
     elif facts.y_true is not None:
-        scores = classification_metrics(facts.y_true, facts.probs, labels=facts.pred_labels)
+        scores = (multilabel_metrics(facts.y_true, facts.probs) if facts.multi_label
+                  else classification_metrics(facts.y_true, facts.probs, labels=facts.pred_labels))
         facts.scores = str(facts.split), scores
     if isinstance(summary.get("baseline"), dict):
         facts.baseline = summary["baseline"]
     elif facts.y_train is not None and facts.scores is not None and facts.scores[0] == facts.split:
-        facts.baseline = {**majority_baseline(facts.y_train, facts.y_true), "computed_on": facts.split}
+        baseline = prior_baseline if facts.multi_label else majority_baseline
+        facts.baseline = {**baseline(facts.y_train, facts.y_true), "computed_on": facts.split}
     return facts
 
 
@@ -210,14 +223,18 @@ def _header(facts: RunFacts) -> list[str]:
     model = model_info.get("name") or section(facts.cfg, "model").get("name") or "unknown"
     params = model_info.get("params")
     params = f" ({params:,} parameters)" if isinstance(params, int) else ""
-    lines = [f"# Run report: {facts.run.name}", "", f"Model: **{model}**{params}.", ""]
+    lines = [f"# Run report: {facts.run.name}", "", *leakage_header(facts), f"Model: **{model}**{params}.", ""]
     lines += [f"Built only from files in this run folder: {', '.join(facts.sources)}.", "", "## Results", ""]
     lines += _results_table(facts) + [""]
     if facts.baseline is not None:
         on = f" on {facts.baseline['computed_on']}" if facts.baseline.get("computed_on") else ""
-        lines += [f"Majority-class baseline (always predict the most frequent training class){on}: accuracy "
-                  f"{fmt(facts.baseline.get('accuracy'))}, balanced accuracy "
-                  f"{fmt(facts.baseline.get('balanced_accuracy'))}.", ""]
+        if "lwlrap" in facts.baseline:
+            lines += [f"Prior baseline (rank the labels by their training frequency, whatever the audio){on}: "
+                      f"lwlrap {fmt(facts.baseline.get('lwlrap'))}, mAP {fmt(facts.baseline.get('mAP'))}.", ""]
+        else:
+            lines += [f"Majority-class baseline (always predict the most frequent training class){on}: accuracy "
+                      f"{fmt(facts.baseline.get('accuracy'))}, balanced accuracy "
+                      f"{fmt(facts.baseline.get('balanced_accuracy'))}.", ""]
     parts = [f"Best epoch: {facts.best} (chosen by `{facts.monitor}`)"] if facts.best is not None else []
     parts += [f"epochs run: {facts.epochs_run}"] if facts.epochs_run is not None else []
     seconds = section(facts.summary, "timing").get("train_seconds")
@@ -233,18 +250,44 @@ def _results_table(facts: RunFacts) -> list[str]:
         note = ["", f"summary.json has no scores; these are computed from predictions_{facts.split}.csv."]
     if not rows:
         return ["No scores: summary.json has no split results and there are no labelled predictions."]
-    out = ["| split | " + " | ".join(title for _, title in _TABLE) + " |", "|---" * (1 + len(_TABLE)) + "|"]
+    table = _TABLE_MULTI if any("lwlrap" in v for v in rows.values()) else _TABLE
+    out = ["| split | " + " | ".join(title for _, title in table) + " |", "|---" * (1 + len(table)) + "|"]
     for split, values in rows.items():
         # The loss column shows log_loss (from metrics.py), else a "loss" the trainer logged.
-        cells = [fmt(values.get(key, values.get("loss") if key == "log_loss" else None)) for key, _ in _TABLE]
+        cells = [fmt(values.get(key, values.get("loss") if key == "log_loss" else None)) for key, _ in table]
         out.append(f"| {SPLIT_NAMES.get(split, split)} | " + " | ".join(cells) + " |")
     n_classes = len(facts.labels or facts.pred_labels)
-    if 0 < n_classes <= 5:
+    if table is _TABLE_MULTI:
+        note += ["", "Multi-label: lwlrap (label-weighted label-ranking average precision, the Freesound Audio "
+                 "Tagging 2019 metric) and mAP rank the labels of each clip; the F1 scores use per-class thresholds "
+                 "tuned on validation (thresholds.json). Accuracy is not reported: it rewards predicting nothing."]
+    elif 0 < n_classes <= 5:
         note += ["", f"With {n_classes} classes, top-5 accuracy counts every prediction as a hit."]
     return out + note
 
 
+def _multilabel_sections(facts: RunFacts) -> list[str]:
+    labels, split = facts.pred_labels, facts.split
+    ap = per_class_average_precision(facts.y_true, facts.probs)
+    thresholds = facts.run.load_thresholds() or {}
+    cut = np.array([thresholds.get(lab, 0.5) for lab in labels])
+    pred = facts.probs >= cut[None, :]
+    y = facts.y_true > 0.5
+    tp, fp, fn = (pred & y).sum(0), (pred & ~y).sum(0), (~pred & y).sum(0)
+    out = ["", f"## Per-class results ({SPLIT_NAMES.get(split, split)}, predictions_{split}.csv)", "",
+           "| class | AP | threshold | precision | recall | F1 | positives |", "|---|---|---|---|---|---|---|"]
+    for i, lab in enumerate(labels):
+        prec = tp[i] / (tp[i] + fp[i]) if tp[i] + fp[i] else float("nan")
+        rec = tp[i] / (tp[i] + fn[i]) if tp[i] + fn[i] else float("nan")
+        f1 = 2 * tp[i] / (2 * tp[i] + fp[i] + fn[i]) if 2 * tp[i] + fp[i] + fn[i] else float("nan")
+        out.append(f"| {_cell(lab)} | {fmt(ap[i])} | {fmt(cut[i])} | {fmt(prec)} | {fmt(rec)} | {fmt(f1)} | "
+                   f"{int(y[:, i].sum())} |")
+    return out
+
+
 def _class_sections(facts: RunFacts) -> list[str]:
+    if facts.multi_label:
+        return _multilabel_sections(facts)
     labels, split = facts.pred_labels, facts.split
     y_pred = facts.probs.argmax(axis=1)
     cm = confusion(facts.y_true, y_pred, n_classes=len(labels), normalize=True)

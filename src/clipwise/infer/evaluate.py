@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from clipwise.data.dataset import encode_targets
@@ -66,13 +67,20 @@ def evaluate_run(
             )
     df, _ = check_files(df)
     probs = predictor.predict_frame(df)
-    y = encode_targets(df, labels)
-    metrics = evaluation_metrics(y, probs, labels=labels)
+    multi = predictor.model.spec.multi_label
+    y = encode_targets(df, labels, multi_label=multi)
+    thresholds = None
+    if multi:
+        tuned = run.load_thresholds() or {}
+        thresholds = np.array([tuned.get(lab, 0.5) for lab in labels])
+    metrics = evaluation_metrics(y, probs, labels=labels, multi_label=multi,
+                                 thresholds=0.5 if thresholds is None else thresholds)
     out_dir = run.root / "evaluations"
     out_dir.mkdir(exist_ok=True)
     # written straight into evaluations/: going through RUN/predictions_<split>.csv would replace (and then
     # move away) the predictions the training wrote there
-    final = RunFolder(out_dir).save_predictions(f"{name}_{checkpoint}", list(df["path"]), y, probs, labels=labels)
+    final = RunFolder(out_dir).save_predictions(f"{name}_{checkpoint}", list(df["path"]), y, probs, labels=labels,
+                                                thresholds=thresholds)
     atomic_write_text(out_dir / f"metrics_{name}_{checkpoint}.json",
                       json.dumps(to_jsonable(metrics), indent=2))
     return {"source": source, "checkpoint": checkpoint, "metrics": metrics, "predictions": str(final)}

@@ -7,6 +7,7 @@ serving code needs: ``AudioClassifier.load(path)`` rebuilds it from a clipwise c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,9 +87,17 @@ class AudioClassifier(nn.Module):
         """Un-normalised frontend output ``(batch, bins, frames)``."""
         return self.frontend(wave)
 
-    def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
-        """Normalised spectrogram ``(batch, 1, bins, frames)``, the backbone's input."""
-        return self.norm(self.frontend(wave)).unsqueeze(1)
+    def spectrogram(self, wave: torch.Tensor, mel_augment: Callable | None = None) -> torch.Tensor:
+        """Normalised spectrogram ``(batch, 1, bins, frames)``, the backbone's input.
+
+        ``mel_augment`` (training only) transforms the log-mel in dB before the frontend's last step (the DCT of
+        MFCCs) and the normalisation, where warps and equalisation act on the spectrum as a microphone would.
+        """
+        if mel_augment is None:
+            feats = self.frontend(wave)
+        else:
+            feats = self.frontend.from_log_mel(mel_augment(self.frontend.log_mel(wave)))
+        return self.norm(feats).unsqueeze(1)
 
     def forward_spec(self, spec: torch.Tensor) -> torch.Tensor:
         return self.backbone(spec)

@@ -13,22 +13,32 @@ import math
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
 
 from clipwise.config import AUTO_EPOCH_RANGE, AUTO_EPOCH_STEPS, Config
 from clipwise.data.audio import audio_info, fix_length
-from clipwise.data.dataset import AudioStore, TrainDataset, WindowDataset, collate_windows, encode_targets
+from clipwise.data.dataset import (
+    AudioStore,
+    TrainDataset,
+    WindowDataset,
+    balanced_class_weights,
+    balanced_sample_weights,
+    collate_windows,
+    encode_targets,
+)
+from clipwise.data.leakage import check_split_leakage, leakage_summary
 from clipwise.data.manifest import check_files, label_names, parse_labels, read_manifest
 from clipwise.data.splits import assign_splits, shared_groups
 from clipwise.errors import ConfigError, ManifestError
 from clipwise.evaluate.metrics import majority_baseline
+from clipwise.evaluate.multilabel import prior_baseline, tune_thresholds
 from clipwise.infer.predictor import Predictor
 from clipwise.models.classifier import AudioClassifier, ModelSpec
 from clipwise.run import RunFolder
@@ -48,6 +58,7 @@ class PreparedData:
     stores: dict[str, AudioStore]
     targets: dict[str, np.ndarray]
     skipped: pd.DataFrame
+    leakage: dict = field(default_factory=lambda: {"checked": False})
 
 
 def default_run_dir(config: Config) -> Path:
@@ -123,18 +134,33 @@ def prepare_data(config: Config, run: RunFolder | None) -> PreparedData:
         val_groups=config.data.val_groups,
     )
     labels = _check_labels(df)
+    if config.data.task == "auto":
+        several = df.loc[df["split"] == "train", "label"].map(lambda v: len(parse_labels(v)) > 1)
+        config.data.task = "multilabel" if several.any() else "multiclass"
+    multi = config.data.task == "multilabel"
+    if config.train.monitor == "auto":
+        config.train.monitor = "val_lwlrap" if multi else "val_accuracy"
+    elif multi != (config.train.monitor in ("val_lwlrap", "val_mAP", "val_loss")):
+        raise ConfigError(
+            f"train.monitor={config.train.monitor} does not fit a {config.data.task} task; use "
+            + ("val_lwlrap, val_mAP or val_loss" if multi else "val_accuracy, val_macro_f1, val_balanced_accuracy "
+               "or val_loss") + " (or auto)"
+        )
+    leakage = {"checked": False}
+    if config.data.leakage_check:
+        leakage = check_split_leakage(df, allow=config.data.allow_leakage, progress=config.train.progress)
     if config.data.sample_rate == "auto":
         config.data.sample_rate = auto_sample_rate(list(df.loc[df["split"] == "train", "path"]))
     stores, targets = {}, {}
     for split in ("train", "val", "test"):
         part = df[df["split"] == split]
         stores[split] = AudioStore.load(part, sample_rate=config.data.sample_rate, progress=config.train.progress)
-        targets[split] = encode_targets(part, labels)
+        targets[split] = encode_targets(part, labels, multi_label=multi)
     if config.data.clip_seconds == "auto":
         config.data.clip_seconds = auto_clip_seconds(stores["train"].durations())
     if config.train.epochs == "auto":
         config.train.epochs = auto_epochs(len(targets["train"]), config.data.batch_size)
-    return PreparedData(df, labels, stores, targets, bad)
+    return PreparedData(df, labels, stores, targets, bad, leakage)
 
 
 def build_spec(config: Config, labels: list[str]) -> ModelSpec:
@@ -146,6 +172,7 @@ def build_spec(config: Config, labels: list[str]) -> ModelSpec:
         model={"name": config.model.name, "pretrained": config.model.pretrained, "dropout": config.model.dropout,
                "params": dict(config.model.params)},
         pad_mode=config.data.pad_mode,
+        multi_label=config.data.task == "multilabel",
     )
 
 
@@ -186,7 +213,15 @@ class _DataModule(L.LightningDataModule):
         bs = self.config.data.batch_size
         self.train_set.set_epoch(self.trainer.current_epoch if self.trainer else 0)
         sampler = None
-        if self.trainer is not None and self.trainer.world_size > 1:
+        if self.config.data.sampler == "balanced":
+            if self.trainer is not None and self.trainer.world_size > 1:
+                raise ConfigError("data.sampler=balanced works in a single process; with several devices use "
+                                  "train.class_weights=balanced instead")
+            weights = balanced_sample_weights(self.data.targets["train"], len(self.data.labels))
+            epoch = self.trainer.current_epoch if self.trainer else 0
+            sampler = WeightedRandomSampler(torch.from_numpy(weights), num_samples=len(weights), replacement=True,
+                                            generator=torch.Generator().manual_seed(self.config.train.seed + epoch))
+        elif self.trainer is not None and self.trainer.world_size > 1:
             sampler = DistributedSampler(self.train_set, num_replicas=self.trainer.world_size,
                                          rank=self.trainer.global_rank, shuffle=True, seed=self.config.train.seed)
             sampler.set_epoch(self.trainer.current_epoch)
@@ -282,7 +317,10 @@ def _train(run: RunFolder, config: Config, *, resume: bool) -> Path:
     data = prepare_data(config, run)
     spec = build_spec(config, data.labels)
     steps_per_epoch = max(1, len(data.targets["train"]) // config.data.batch_size)
-    module = ClassifierModule(spec.to_dict(), config.to_dict(), steps_per_epoch)
+    weights = None
+    if config.train.class_weights == "balanced":
+        weights = balanced_class_weights(data.targets["train"], len(data.labels)).tolist()
+    module = ClassifierModule(spec.to_dict(), config.to_dict(), steps_per_epoch, class_weights=weights)
     fit_normalisation(module.model, data.stores["train"])
     module.hparams.spec = spec.to_dict()
     datamodule = _DataModule(config, data, spec)
@@ -315,6 +353,7 @@ def _train(run: RunFolder, config: Config, *, resume: bool) -> Path:
         run.save_config_yaml(config.to_dict())
         run.save_labels(data.labels)
         data.frame[["path", "label", "split"]].to_csv(run.root / "splits.csv", index=False)
+        run.save_json(run.leakage_path, data.leakage)
     t1 = time.time()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -355,13 +394,22 @@ def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L
     summary: dict = {}
     t0 = time.time()
     n_scored = 0
+    multi = config.data.task == "multilabel"
+    scored = {}
     for split, (store, y) in parts.items():
-        if not len(y):
-            continue
-        probs = predictor.predict_store(store)
-        n_scored += len(y)
-        run.save_predictions(split, store.paths, y, probs, labels=data.labels)
-        summary[split] = evaluation_metrics(y, probs, labels=data.labels)
+        if len(y):
+            scored[split] = (store, y, predictor.predict_store(store))
+            n_scored += len(y)
+    thresholds: np.ndarray | float = 0.5
+    if multi and "val" in scored:
+        # per-class decision thresholds, tuned for F1 on validation only; test F1 is then scored at them
+        thresholds = tune_thresholds(scored["val"][1], scored["val"][2])
+        run.save_json(run.thresholds_path, {"tuned_on": "val", "objective": "F1 per class",
+                                            "thresholds": dict(zip(data.labels, thresholds.tolist()))})
+    for split, (store, y, probs) in scored.items():
+        run.save_predictions(split, store.paths, y, probs, labels=data.labels,
+                             thresholds=thresholds if multi else None)
+        summary[split] = evaluation_metrics(y, probs, labels=data.labels, multi_label=multi, thresholds=thresholds)
     eval_seconds = time.time() - t0
     metrics = run.read_metrics() if run.metrics_path.is_file() else pd.DataFrame()
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
@@ -370,8 +418,8 @@ def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L
         epochs_run=int(len(metrics)),
         monitor=config.train.monitor,
         best_checkpoint=best.name,
-        baseline=majority_baseline(data.targets["train"], data.targets["test"] if len(data.targets["test"])
-                                   else data.targets["val"]),
+        baseline=(prior_baseline if multi else majority_baseline)(
+            data.targets["train"], data.targets["test"] if len(data.targets["test"]) else data.targets["val"]),
         data={
             **{f"n_{s}": int(len(data.targets[s])) for s in ("train", "val", "test")},
             "n_classes": len(data.labels),
@@ -382,6 +430,7 @@ def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L
             "groups_shared": {f"train_{s}": len(shared_groups(data.frame, data.frame["split"], "train", s))
                               for s in ("val", "test")},
         },
+        leakage=leakage_summary(data.leakage),
         model={"name": config.model.name, "params": predictor.model.num_parameters()},
         timing={
             "prepare_seconds": round(prep_seconds, 1),
@@ -391,6 +440,7 @@ def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L
             "eval_clips_per_second": round(n_scored / max(eval_seconds, 1e-9), 1),
         },
         stopped_early=bool(trainer.should_stop and trainer.current_epoch < config.train.epochs),
+        diverged=getattr(trainer.lightning_module, "diverged", None),
         interrupted=bool(trainer.interrupted),
         distributed={"world_size": trainer.world_size, "weights_checksums": checksums,
                      "weights_identical": len(set(checksums)) == 1},

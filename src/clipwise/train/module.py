@@ -16,12 +16,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from clipwise.augment import SpecAugment
+from clipwise.augment import FilterAugment, FrequencyWarp, SpecAugment, TimeStretch
 from clipwise.data.dataset import aggregate_windows
-from clipwise.evaluate.metrics import classification_metrics
+from clipwise.evaluate.metrics import LOG_LOSS_EPS, classification_metrics
+from clipwise.evaluate.multilabel import multilabel_metrics
 from clipwise.models.classifier import AudioClassifier, ModelSpec
 
 EVAL_STAGES = ("val", "train_clean")
+DIVERGENCE_HINT = ("Training stopped early. Lower optim.lr, keep frontend.normalize=true (unnormalised log-mel "
+                   "values of -100..+20 dB make large activations), keep train.grad_clip set, and look for NaN/Inf "
+                   "samples in the audio")
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -51,9 +55,12 @@ class ClassifierModule(L.LightningModule):
         steps_per_epoch: optimiser steps per epoch (for the schedule).
     """
 
-    def __init__(self, spec: dict[str, Any], config: dict[str, Any], steps_per_epoch: int):
+    def __init__(self, spec: dict[str, Any], config: dict[str, Any], steps_per_epoch: int,
+                 class_weights: list[float] | None = None):
         super().__init__()
         self.save_hyperparameters()
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.register_buffer("class_weights", weights, persistent=False)
         self.model = AudioClassifier(ModelSpec.from_dict(spec))
         aug = config["augment"]
         self.specaugment = (
@@ -66,8 +73,20 @@ class ClassifierModule(L.LightningModule):
             if aug["specaugment"]
             else nn.Identity()
         )
+        centres = self.model.frontend.centres_hz
+        mel_aug = [
+            TimeStretch(max_stretch=aug["time_stretch"]) if aug["time_stretch"] > 0 else None,
+            FrequencyWarp(centres, max_warp=aug["freq_warp"]) if aug["freq_warp"] > 0 else None,
+            FilterAugment(max_db=aug["filter_db"]) if aug["filter_db"] > 0 else None,
+        ]
+        mel_aug = [m for m in mel_aug if m is not None]
+        self.mel_augment = nn.Sequential(*mel_aug) if mel_aug else None
+        self.multi_label = bool(spec.get("multi_label"))
         self.mixup = None
-        if (aug["mixup_alpha"] > 0 or aug["cutmix_alpha"] > 0) and aug["mixup_prob"] > 0:
+        self.mixup_alpha, self.mixup_prob = aug["mixup_alpha"], aug["mixup_prob"]
+        if self.multi_label:
+            pass  # mixup of soft multi-hot targets is done in training_step (timm's Mixup one-hot encodes indices)
+        elif (aug["mixup_alpha"] > 0 or aug["cutmix_alpha"] > 0) and aug["mixup_prob"] > 0:
             from timm.data import Mixup
 
             self.mixup = Mixup(
@@ -79,30 +98,53 @@ class ClassifierModule(L.LightningModule):
             )
         self.label_smoothing = aug["label_smoothing"]
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {s: [] for s in EVAL_STAGES}
+        self.diverged: str | None = None
+
+    def _stop_diverged(self, what: str) -> None:
+        if self.diverged is None:
+            self.diverged = f"{what}. {DIVERGENCE_HINT}"
+        self.trainer.should_stop = True
 
     # -- training ----------------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         wave, target = batch
-        spec = self.specaugment(self.model.spectrogram(wave))
-        if self.mixup is not None and len(spec) % 2 == 0 and len(spec) > 1:
+        spec = self.specaugment(self.model.spectrogram(wave, self.mel_augment))
+        if self.multi_label:
+            loss = self._multilabel_loss(spec, target.float())
+        elif self.mixup is not None and len(spec) % 2 == 0 and len(spec) > 1:
             spec, soft = self.mixup(spec, target)
             logits = self.model.forward_spec(spec)
+            if self.class_weights is not None:
+                soft = soft * self.class_weights[None, :]  # the weighted form of the soft-target cross-entropy
             loss = torch.sum(-soft * torch.log_softmax(logits.float(), dim=-1), dim=-1).mean()
         else:
             logits = self.model.forward_spec(spec)
-            loss = nn.functional.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
+            loss = nn.functional.cross_entropy(logits.float(), target, weight=self.class_weights,
+                                               label_smoothing=self.label_smoothing)
         if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, batch {batch_idx}. "
-                "Lower optim.lr, keep frontend.normalize=true, or set train.grad_clip."
-            )
+            # stop cleanly rather than crash: the checkpoints and metrics so far stay usable, and the report
+            # says what happened; returning None skips this step's backward and optimiser update
+            self._stop_diverged(f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
+                                f"batch {batch_idx}")
+            return None
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(wave))
         return loss
+
+    def _multilabel_loss(self, spec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """BCE on sigmoid outputs; mixup mixes the multi-hot targets into soft ones with the same weight."""
+        if self.mixup_alpha > 0 and len(spec) > 1 and np.random.rand() < self.mixup_prob:
+            lam = float(np.random.beta(self.mixup_alpha, self.mixup_alpha))
+            spec = lam * spec + (1 - lam) * spec.flip(0)
+            target = lam * target + (1 - lam) * target.flip(0)
+        logits = self.model.forward_spec(spec)
+        return nn.functional.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=self.class_weights)
 
     # -- evaluation (validation and clean-train subset) --------------------------------------------------------
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         windows, target, counts, _ = batch
-        probs = aggregate_windows(torch.softmax(self.model(windows).float(), dim=-1), counts)
+        logits = self.model(windows).float()
+        scores = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+        probs = aggregate_windows(scores, counts)
         self._outputs[EVAL_STAGES[dataloader_idx]].append((probs.cpu(), target.cpu()))
 
     def on_validation_epoch_end(self) -> None:
@@ -111,7 +153,15 @@ class ClassifierModule(L.LightningModule):
                 continue
             probs = torch.cat([p for p, _ in outputs]).numpy()
             target = torch.cat([t for _, t in outputs]).numpy()
-            metrics = evaluation_metrics(target, probs, labels=self.model.labels)
+            finite = bool(np.isfinite(probs).all())
+            if not finite:
+                if stage == "val":
+                    self._stop_diverged(f"the model's outputs became non-finite (NaN/Inf) at epoch "
+                                        f"{self.current_epoch}")
+                probs = np.nan_to_num(probs, nan=0.0, posinf=1.0, neginf=0.0)  # so the scores can be computed
+            metrics = evaluation_metrics(target, probs, labels=self.model.labels, multi_label=self.multi_label)
+            if not finite:
+                metrics["loss"] = float("nan")  # the loss of a NaN model is not defined, whatever the scores
             for name, value in metrics.items():
                 # every rank scores the full evaluation sets, so no cross-rank reduction is needed
                 self.log(f"{stage}_{name}", value, prog_bar=(stage == "val" and name == "accuracy"))
@@ -142,8 +192,19 @@ class ClassifierModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def evaluation_metrics(target: np.ndarray, probs: np.ndarray, *, labels: list[str]) -> dict[str, float]:
-    """The metrics logged for validation and clean-train scoring (loss = NLL of the clip probabilities)."""
+def evaluation_metrics(target: np.ndarray, probs: np.ndarray, *, labels: list[str], multi_label: bool = False,
+                       thresholds: np.ndarray | float = 0.5) -> dict[str, float]:
+    """The metrics logged for validation and clean-train scoring.
+
+    Single-label: accuracy, balanced accuracy, macro-F1, top-5 and loss = NLL of the clip probabilities.
+    Multi-label: lwlrap, mAP, macro / micro F1 at ``thresholds`` and loss = mean binary cross-entropy.
+    """
+    if multi_label:
+        metrics = multilabel_metrics(target, probs, thresholds=thresholds)
+        p = np.clip(np.asarray(probs, dtype=np.float64), LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
+        y = np.asarray(target, dtype=np.float64)
+        metrics["loss"] = float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+        return metrics
     metrics = classification_metrics(target, probs, labels=labels)
     metrics["loss"] = metrics.pop("log_loss")
     return metrics

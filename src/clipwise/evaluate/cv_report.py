@@ -1,0 +1,198 @@
+"""The cross-validation report: per-fold scores, mean +/- std with a 95 % interval, pooled out-of-fold results.
+
+Built only from the fold run folders (their summary.json, predictions_test.csv, leakage.json and reports), so
+every number can be recomputed from the CV folder. Written by ``clipwise cv`` after each invocation, also
+when only some folds are finished (the report says which).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from clipwise.errors import RunError
+from clipwise.evaluate._notes import automatic_notes, fmt
+from clipwise.evaluate.metrics import (
+    classification_metrics,
+    confusion,
+    mean_interval,
+    per_class_report,
+    proportion_interval,
+    top_confusions,
+)
+from clipwise.evaluate.report import _cell, _save, load_facts, plot_confusion
+from clipwise.run import PROB_PREFIX, RunFolder, atomic_write_text, to_jsonable
+
+SCORES = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
+          ("top5_accuracy", "top-5"), ("loss", "loss"))
+_FOLD_DIR = re.compile(r"^fold(\d+)$")
+
+
+def fold_runs(root: str | os.PathLike) -> dict[int, RunFolder]:
+    """The fold run folders of a CV folder that have finished (have a summary.json), by fold id."""
+    out = {}
+    for child in Path(root).iterdir() if Path(root).is_dir() else []:
+        m = _FOLD_DIR.match(child.name)
+        if m and (child / "summary.json").is_file():
+            out[int(m.group(1))] = RunFolder(child)
+    return dict(sorted(out.items()))
+
+
+def _pooled_predictions(runs: dict[int, RunFolder]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
+    """Every fold's test predictions in one frame, probabilities aligned on the union of the folds' labels."""
+    frames = []
+    for k, run in runs.items():
+        frame = run.load_predictions("test")[0]
+        frames.append(frame.assign(fold=k))
+    labels = sorted({c[len(PROB_PREFIX):] for f in frames for c in f.columns if c.startswith(PROB_PREFIX)})
+    cols = [PROB_PREFIX + lab for lab in labels]
+    pooled = pd.concat(frames, ignore_index=True)
+    probs = pooled.reindex(columns=cols).astype(float).fillna(0.0).to_numpy()
+    index = {lab: i for i, lab in enumerate(labels)}
+    y = pooled["label"].map(lambda lab: index.get(lab, -1)).to_numpy(dtype=np.int64)
+    keep = y >= 0
+    return pooled[keep].reset_index(drop=True), probs[keep], y[keep], labels
+
+
+def summarise_cv(root: str | os.PathLike) -> dict:
+    """cv_summary.json's content: per-fold test scores, their mean / std / 95 % interval, pooled scores.
+
+    Raises:
+        RunError: no fold has finished.
+    """
+    root = Path(root)
+    runs = fold_runs(root)
+    if not runs:
+        raise RunError(f"{root} has no finished fold (no fold<k>/summary.json); run `clipwise cv` first")
+    expected = None
+    if (root / "folds.csv").is_file():
+        expected = sorted(int(f) for f in pd.read_csv(root / "folds.csv", usecols=["fold"])["fold"].unique())
+    folds = {}
+    for k, run in runs.items():
+        s = run.load_summary()
+        test = s.get("test") or {}
+        folds[k] = {**{key: test.get(key) for key, _ in SCORES}, "n": test.get("n"),
+                    "val_accuracy": (s.get("val") or {}).get("accuracy"),
+                    "train_clean_accuracy": (s.get("train_clean") or {}).get("accuracy"),
+                    "baseline_accuracy": (s.get("baseline") or {}).get("accuracy"),
+                    "best_epoch": s.get("best_epoch"), "epochs_run": s.get("epochs_run"),
+                    "train_minutes": round((s.get("timing") or {}).get("train_seconds", 0.0) / 60, 2),
+                    "leakage": (s.get("leakage") or {}).get("train_test", {})}
+    stats = {key: mean_interval([f[key] for f in folds.values() if f[key] is not None])
+             for key, _ in SCORES if any(f[key] is not None for f in folds.values())}
+    pooled_frame, probs, y, labels = _pooled_predictions(runs)
+    pooled = classification_metrics(y, probs, labels=labels)
+    hits = int((probs.argmax(axis=1) == y).sum())
+    pooled["accuracy_ci"] = list(proportion_interval(hits, len(y)))
+    return {
+        "folds": {str(k): v for k, v in folds.items()},
+        "finished": sorted(runs), "expected": expected,
+        "mean": stats,
+        "pooled": pooled,
+        "labels": labels,
+        "train_minutes_total": round(sum(f["train_minutes"] for f in folds.values()), 2),
+    }
+
+
+def plot_folds(summary: dict, path: str | os.PathLike) -> Path:
+    """Per-fold accuracy and macro-F1 as bars, with each metric's mean and 95 % interval as a line and band."""
+    folds = list(summary["folds"])
+    fig = Figure(figsize=(max(5.0, 1.1 * len(folds) + 2.5), 3.8), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(folds))
+    for i, (key, title) in enumerate((("accuracy", "accuracy"), ("macro_f1", "macro-F1"))):
+        values = [summary["folds"][k][key] or 0.0 for k in folds]
+        ax.bar(x + (i - 0.5) * 0.38, values, width=0.38, color=f"C{i}", label=title)
+        st = summary["mean"].get(key)
+        if st:
+            ax.axhline(st["mean"], color=f"C{i}", lw=1.2)
+            ax.axhspan(st["ci_low"], st["ci_high"], color=f"C{i}", alpha=0.12, lw=0)
+    ax.set_xticks(x, [f"fold {k}" for k in folds])
+    ax.set(ylim=(0, 1.05), ylabel="test score", title="Test score per fold (line: mean, band: 95 % interval)")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path, dpi=110)
+
+
+def write_cv_report(root: str | os.PathLike) -> Path:
+    """Write cv_summary.json, cv_folds.csv, report.md and figures/ for a CV folder; returns report.md's path."""
+    root = Path(root)
+    summary = summarise_cv(root)
+    atomic_write_text(root / "cv_summary.json", json.dumps(to_jsonable(summary), indent=2, allow_nan=False) + "\n")
+    table = pd.DataFrame.from_dict(summary["folds"], orient="index").drop(columns=["leakage"])
+    table.index.name = "fold"
+    atomic_write_text(root / "cv_folds.csv", table.to_csv(lineterminator="\n"))
+    figures = root / "figures"
+    plot_folds(summary, figures / "folds.png")
+
+    runs = fold_runs(root)
+    first = runs[next(iter(runs))]
+    cfg = first.load_config_dict()
+    model = (cfg.get("model") or {}).get("name", "unknown")
+    done, expected = summary["finished"], summary["expected"]
+    lines = [f"# Cross-validation report: {root.name}", ""]
+    leaks = {k: f["leakage"] for k, f in summary["folds"].items() if f["leakage"]}
+    if leaks:
+        lines += ["> **Trained with --allow-leakage: in some folds training and test data share audio or sources** "
+                  "(" + "; ".join(f"fold {k}: " + ", ".join(f"{n} {kind}" for kind, n in v.items())
+                                  for k, v in leaks.items())
+                  + "). Those folds' scores are for material the model has heard; each fold's report lists the "
+                  "files.", ""]
+    lines += [f"Model: **{model}**. Folds finished: {len(done)}"
+              + (f" of {len(expected)}" if expected else "") + f" ({', '.join(map(str, done))}).", ""]
+    if expected and len(done) < len(expected):
+        missing = sorted(set(expected) - set(done))
+        lines += [f"**Incomplete:** fold(s) {', '.join(map(str, missing))} have not finished; the figures below "
+                  "cover the finished folds only. Re-run the same `clipwise cv` command to finish them.", ""]
+    lines += ["Built only from the fold run folders (summary.json, predictions_test.csv, leakage.json of each).", "",
+              "## Results", "", "| fold | " + " | ".join(t for _, t in SCORES) + " | n | best epoch | minutes |",
+              "|---" * (len(SCORES) + 4) + "|"]
+    for k, f in summary["folds"].items():
+        lines.append(f"| {k} | " + " | ".join(fmt(f[key]) for key, _ in SCORES)
+                     + f" | {f['n']} | {f['best_epoch']} of {f['epochs_run']} | {f['train_minutes']:.1f} |")
+    m = summary["mean"]
+    lines.append("| **mean ± std** | " + " | ".join(
+        f"{m[key]['mean']:.4f} ± {m[key]['std']:.4f}" if key in m else "" for key, _ in SCORES) + " | | | |")
+    lines.append("| 95 % interval | " + " | ".join(
+        f"[{m[key]['ci_low']:.4f}, {m[key]['ci_high']:.4f}]" if key in m else "" for key, _ in SCORES) + " | | | |")
+    p = summary["pooled"]
+    lo, hi = p["accuracy_ci"]
+    lines += ["", f"Pooled over all {p['n']} out-of-fold test clips: accuracy {p['accuracy']:.4f} (95 % Wilson "
+              f"interval [{lo:.4f}, {hi:.4f}]), balanced accuracy {p['balanced_accuracy']:.4f}, macro-F1 "
+              f"{p['macro_f1']:.4f}.", "",
+              "The interval over folds is a Student-t interval of the fold means. Folds share training data, so "
+              "their scores are not independent and the interval is somewhat too narrow (Nadeau & Bengio, 2003).",
+              "", f"Total training time: {summary['train_minutes_total']:.1f} min.", "",
+              "![Per-fold scores](figures/folds.png)", ""]
+    baselines = [f["baseline_accuracy"] for f in summary["folds"].values() if f["baseline_accuracy"] is not None]
+    if baselines:
+        lines += [f"Majority-class baseline, mean over folds: accuracy {np.mean(baselines):.4f}.", ""]
+    notes = []
+    for k, run in runs.items():
+        notes += [f"fold {k}: {n}" for n in automatic_notes(load_facts(run))]
+    lines += ["## Notes", ""] + [f"- {n}" for n in notes or ["Nothing unusual was found in any fold."]]
+
+    _, probs, y, labels = _pooled_predictions(runs)
+    y_pred = probs.argmax(axis=1)
+    plot_confusion(confusion(y, y_pred, n_classes=len(labels), normalize=True), labels,
+                   figures / "confusion_matrix.png")
+    per_class = per_class_report(y, probs, labels=labels)
+    lines += ["", "## Per-class results (pooled out-of-fold test predictions)", "",
+              "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    lines += [f"| {_cell(lab)} | {r.precision:.4f} | {r.recall:.4f} | {r.f1:.4f} | {int(r.support)} |"
+              for lab, r in per_class.iterrows()]
+    lines += ["", "![Pooled confusion matrix](figures/confusion_matrix.png)", "", "### Top confusions", ""]
+    pairs = top_confusions(y, y_pred, labels=labels, k=10)
+    lines += (["| true | predicted | clips |", "|---|---|---|"] + [f"| {_cell(t)} | {_cell(q)} | {c} |"
+                                                                  for t, q, c in pairs]
+              if pairs else ["No confusions."])
+    lines += ["", "## Fold runs", ""] + [f"- fold {k}: [{run.root.name}/report.md]({run.root.name}/report.md)"
+                                         for k, run in runs.items()]
+    path = root / "report.md"
+    atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+    return path
