@@ -148,6 +148,8 @@ def _print_summary(run_dir: Path) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from clipwise.infer.evaluate import evaluate_run
 
+    if args.recompute:
+        return _recompute(args)
     result = evaluate_run(args.run, data=args.data, split=args.split, checkpoint=args.checkpoint)
     if args.format == "json":
         print(json.dumps(result, indent=2))
@@ -160,6 +162,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  {key:18s} {m[key]:.4f}")
         print(f"predictions: {result['predictions']}")
     return 0
+
+
+def _recompute(args: argparse.Namespace) -> int:
+    from clipwise.infer.recompute import recompute_run
+
+    if args.data or args.split:
+        raise ConfigError("--recompute checks the run's own numbers; leave out --data and --split")
+    result = recompute_run(args.run, tolerance=args.tolerance)
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+        return 0 if result["ok"] else 1
+    bad = [c for c in result["checks"] if not c["ok"]]
+    print(f"{len(result['checks'])} numbers recomputed from the predictions and the checkpoint "
+          f"(tolerance {result['tolerance']:g}): {len(bad)} differ")
+    for c in bad:
+        print(f"  {c['check']}: {c['key']} stated {c['stated']:.6g}, recomputed {c['recomputed']:.6g}")
+    probs = [c for c in result["checks"] if c["key"] == "max |probability|"]
+    for c in probs:
+        print(f"  {c['check']}: largest probability difference {c['recomputed']:.2e}")
+    if result["report_diff"]:
+        print(f"report.md differs from a regenerated one in {len(result['report_diff'])} line(s):")
+        print("\n".join(f"  {ln}" for ln in result["report_diff"][:20]))
+    else:
+        print("report.md regenerates identically")
+    print("all numbers reproduce" if result["ok"] else "some numbers do NOT reproduce (details: recompute.json)")
+    return 0 if result["ok"] else 1
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -206,6 +234,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     report = check_manifest(df, side=args.side, progress=not args.json)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     return 1 if args.strict and report.findings else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from clipwise.evaluate.compare import collect, leaderboard_markdown, write_leaderboard
+
+    entries = collect(args.paths, metric=args.metric, split=args.split)
+    if args.format == "csv":
+        import dataclasses
+
+        import pandas as pd
+
+        print(pd.DataFrame([dataclasses.asdict(e) for e in entries]).to_csv(index=False), end="")
+    else:
+        print(leaderboard_markdown(entries, metric=args.metric, split=args.split), end="")
+    if args.out:
+        print(f"\nwrote {write_leaderboard(entries, args.out, metric=args.metric, split=args.split)} "
+              "(with leaderboard.csv and leaderboard.png)")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -269,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", help="split to evaluate (default: test; with --data: every row)")
     s.add_argument("--checkpoint", default="best", choices=["best", "last"])
     s.add_argument("--format", default="table", choices=["table", "json"])
+    s.add_argument("--recompute", action="store_true", help="regenerate every number of the run's report from its "
+                   "saved predictions and its checkpoint; exit 1 on any difference")
+    s.add_argument("--tolerance", type=float, default=1e-4, help="largest difference accepted by --recompute")
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("predict", help="top-k labels for audio files or folders")
@@ -286,6 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the findings as JSON")
     s.add_argument("--strict", action="store_true", help="exit with status 1 when there are findings")
     s.set_defaults(fn=cmd_check)
+
+    s = sub.add_parser("compare", help="leaderboard of runs, cross-validations and Lightning CSV logs")
+    s.add_argument("paths", nargs="+", help="run folders, CV folders, Lightning metrics.csv files or log folders")
+    s.add_argument("--metric", default="accuracy", help="metric to rank by (e.g. accuracy, macro_f1, lwlrap, loss)")
+    s.add_argument("--split", default="test", help="split of run folders to compare (default: test)")
+    s.add_argument("--format", default="markdown", choices=["markdown", "csv"])
+    s.add_argument("--out", help="folder for leaderboard.md, leaderboard.csv and leaderboard.png")
+    s.set_defaults(fn=cmd_compare)
 
     s = sub.add_parser("demo", help="train on a built-in synthetic dataset, report, predict")
     s.add_argument("--out", default="runs/demo", help="folder for the demo data and run")

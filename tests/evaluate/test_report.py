@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from clipwise.errors import ConfigError, RunError
-from clipwise.evaluate.metrics import majority_baseline, per_class_report, top_confusions
+from clipwise.evaluate.metrics import calibration, majority_baseline, per_class_report, top_confusions
 from clipwise.evaluate.report import plot_confusion, plot_curves, write_report
 from clipwise.run import RunFolder
 
@@ -123,6 +124,38 @@ def test_per_class_and_confusions_match_the_predictions_file(healthy):
     assert pairs, "the seeded predictions should contain mistakes"
     for true, pred, count in pairs:
         assert f"| {true} | {pred} | {count} |" in report
+
+
+def test_confusions_name_example_files_of_that_confusion(healthy):
+    run, _, report = healthy
+    frame, probs, y_true = run.load_predictions("test")
+    true, pred, _ = top_confusions(y_true, probs.argmax(axis=1), labels=LABELS)[0]
+    wrong = frame[(frame["label"] == true) & (frame["pred"] == pred)]["path"].tolist()[:3]
+    row = next(ln for ln in report.splitlines() if ln.startswith(f"| {true} | {pred} |"))
+    assert row.endswith(" | " + ", ".join(f"`{Path(p).name}`" for p in wrong) + " |")
+
+
+def test_reliability_section_and_a_self_contained_html_page(healthy):
+    run, _, report = healthy
+    _, probs, y_true = run.load_predictions("test")
+    ece = calibration(y_true, probs)["ece"]
+    assert f"**{ece:.4f}**" in report and png_size(run.figures_dir / "reliability.png")[0] > 300
+    page = (run.root / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") == 3  # curves, cm, reliability
+    assert "<th>balanced accuracy</th>" in page and "figures/" not in page
+
+
+def test_calibration_against_hand_computed_bins():
+    # two bins of 0.5 width: confidences 0.9, 0.8 (one right) and 0.6 (right), 0.4 (wrong)
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.45, 0.55]])
+    y = np.array([0, 0, 0, 0])
+    cal = calibration(y, probs, n_bins=2)
+    # bin [0, 0.5]: empty (every top-1 confidence is above 0.5); bin (0.5, 1]: conf mean 0.7125, accuracy 2/4
+    assert cal["bins"][0]["count"] == 0 and cal["bins"][1]["count"] == 4
+    assert cal["ece"] == pytest.approx(abs(0.5 - (0.9 + 0.8 + 0.6 + 0.55) / 4))
+    cal = calibration(y, probs, n_bins=4)  # bins (0.5, 0.75] and (0.75, 1]
+    expected = 2 / 4 * abs(0.5 - (0.6 + 0.55) / 2) + 2 / 4 * abs(0.5 - (0.9 + 0.8) / 2)
+    assert cal["ece"] == pytest.approx(expected)
 
 
 def test_healthy_run_has_no_notes(healthy):

@@ -43,6 +43,7 @@ class RunFacts:
     baseline: dict[str, Any] | None = None
     leakage: dict[str, Any] | None = None  # leakage.json: what the pre-training check found
     multi_label: bool = False  # y_true / y_train are multi-hot matrices
+    pred_paths: list[str] = field(default_factory=list)  # the file of each row of y_true / probs
 
 
 def leakage_header(facts: RunFacts) -> list[str]:

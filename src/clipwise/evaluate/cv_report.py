@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from clipwise.errors import RunError
 from clipwise.evaluate._notes import automatic_notes, fmt
+from clipwise.evaluate.html import write_html
 from clipwise.evaluate.metrics import (
     classification_metrics,
     confusion,
@@ -195,4 +196,5 @@ def write_cv_report(root: str | os.PathLike) -> Path:
                                          for k, run in runs.items()]
     path = root / "report.md"
     atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+    write_html(path)
     return path

@@ -239,3 +239,31 @@ def proportion_interval(hits: int, n: int, *, confidence: float = 0.95) -> tuple
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def calibration(y_true: np.ndarray, probs: np.ndarray, *, n_bins: int = 15) -> dict:
+    """Reliability of the top-1 confidence: equal-width confidence bins, and the expected calibration error.
+
+    ECE = sum over bins of (clips in bin / N) * |accuracy in bin - mean confidence in bin| (Guo et al., 2017).
+
+    Returns:
+        ``ece``, ``n_bins`` and ``bins``: a list of ``{"low", "high", "count", "confidence", "accuracy"}`` (the
+        last two None for an empty bin).
+    """
+    y_true, probs = _check(y_true, probs, n_classes=np.asarray(probs).shape[1])
+    conf = probs.max(axis=1)
+    hit = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    bins, ece = [], 0.0
+    for b in range(n_bins):
+        inside = which == b
+        count = int(inside.sum())
+        if count:
+            c, a = float(conf[inside].mean()), float(hit[inside].mean())
+            ece += count / len(conf) * abs(a - c)
+        else:
+            c = a = None
+        bins.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": count, "confidence": c,
+                     "accuracy": a})
+    return {"ece": float(ece), "n_bins": n_bins, "bins": bins}

@@ -30,7 +30,9 @@ from clipwise.evaluate._notes import (
     numeric,
     section,
 )
+from clipwise.evaluate.html import write_html
 from clipwise.evaluate.metrics import (
+    calibration,
     classification_metrics,
     confusion,
     majority_baseline,
@@ -42,6 +44,7 @@ from clipwise.run import PROB_PREFIX, RunFolder, atomic_path, atomic_write_text
 
 LOSS_COLUMNS = ("train_loss", "val_loss", "train_clean_loss")
 SCORE_METRICS = ("accuracy", "macro_f1", "lwlrap", "mAP")
+EXAMPLES = 3  # example files listed per confusion pair
 _TABLE = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
           ("top5_accuracy", "top-5"), ("log_loss", "loss"), ("n", "n"))
 _TABLE_MULTI = (("lwlrap", "lwlrap"), ("mAP", "mAP"), ("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"),
@@ -157,9 +160,28 @@ def write_report(run_dir: str | os.PathLike) -> Path:
         lines += ["", "## Learning curves", "", "![Learning curves](figures/curves.png)"]
     if facts.y_true is not None:
         lines += _class_sections(facts)
-    lines += _data_lines(facts)
+    lines += _model_lines(facts) + _data_lines(facts)
     atomic_write_text(facts.run.report_path, "\n".join(lines).rstrip() + "\n")
+    write_html(facts.run.report_path)
     return facts.run.report_path
+
+
+def _model_lines(facts: RunFacts) -> list[str]:
+    model, timing = section(facts.summary, "model"), section(facts.summary, "timing")
+    out = []
+    if isinstance(model.get("params"), int):
+        out.append(f"- parameters: {model['params']:,} ({model['params'] * 4 / 2**20:.1f} MiB as float32)")
+    best = facts.run.best_checkpoint
+    if best.is_file():
+        out.append(f"- checkpoint: checkpoints/{best.name}, {best.stat().st_size / 2**20:.1f} MiB (weights, "
+                   "optimiser state and config)")
+    for key, text in (("train_seconds", "training time: {:.1f} min"), ("prepare_seconds", "data preparation: {:.0f} s"),
+                      ("train_clips_per_second", "training throughput: {:.1f} clips/s"),
+                      ("eval_clips_per_second", "scoring throughput: {:.1f} clips/s (whole clips, all windows)")):
+        value = timing.get(key)
+        if isinstance(value, (int, float)):
+            out.append("- " + text.format(value / 60 if key == "train_seconds" else value))
+    return ["", "## Model and timing", "", *out] if out else []
 
 
 def load_facts(run: RunFolder) -> RunFacts:
@@ -180,12 +202,14 @@ def load_facts(run: RunFolder) -> RunFacts:
     for split in ("test", "val"):
         if run.predictions_path(split).exists():
             frame, probs, y_true = run.load_predictions(split)
+            facts.pred_paths = frame["path"].tolist()
             prob_columns = [c for c in frame.columns if c.startswith(PROB_PREFIX)]
             facts.split, facts.pred_labels = split, [c[len(PROB_PREFIX):] for c in prob_columns]
             if y_true is not None and y_true.ndim == 2:
                 facts.y_true, facts.probs, facts.multi_label = y_true, probs, True
             elif y_true is not None:
                 facts.y_true, facts.probs = y_true[y_true >= 0], probs[y_true >= 0]
+                facts.pred_paths = [p for p, y in zip(facts.pred_paths, y_true) if y >= 0]
             facts.sources.append(run.predictions_path(split).name)
             break
     for split in ("train", "train_clean"):
@@ -301,8 +325,43 @@ def _class_sections(facts: RunFacts) -> list[str]:
     pairs = top_confusions(facts.y_true, y_pred, labels=labels, k=10)
     if not pairs:
         return out + ["No confusions: every clip was classified correctly."]
-    out += ["| true | predicted | clips |", "|---|---|---|"]
-    return out + [f"| {_cell(t)} | {_cell(p)} | {count} |" for t, p, count in pairs]
+    out += ["| true | predicted | clips | examples |", "|---|---|---|---|"]
+    index = {lab: i for i, lab in enumerate(labels)}
+    paths = np.asarray(facts.pred_paths, dtype=object)
+    for t, p, count in pairs:
+        hits = paths[(facts.y_true == index[t]) & (y_pred == index[p])][:EXAMPLES]
+        examples = ", ".join(f"`{_cell(os.path.basename(str(x)))}`" for x in hits)
+        out.append(f"| {_cell(t)} | {_cell(p)} | {count} | {examples} |")
+    return out + ["", f"Examples are the first {EXAMPLES} files of each pair in predictions_{split}.csv, which holds "
+                  "their full paths."] + _reliability_section(facts)
+
+
+def _reliability_section(facts: RunFacts) -> list[str]:
+    cal = calibration(facts.y_true, facts.probs)
+    plot_reliability(cal, facts.run.figures_dir / "reliability.png")
+    return ["", "## Calibration", "",
+            f"Expected calibration error (ECE, {cal['n_bins']} equal-width bins of top-1 confidence): "
+            f"**{cal['ece']:.4f}**. A perfectly calibrated model's bars sit on the diagonal: among clips predicted "
+            "with 80 % confidence, 80 % are right.", "", "![Reliability diagram](figures/reliability.png)"]
+
+
+def plot_reliability(cal: dict, path: str | os.PathLike) -> Path:
+    """Reliability diagram: accuracy against mean confidence per bin, bin counts below."""
+    fig = Figure(figsize=(5.2, 5.6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    bins = [b for b in cal["bins"] if b["count"]]
+    width = cal["bins"][0]["high"] - cal["bins"][0]["low"]
+    top.bar([b["low"] for b in bins], [b["accuracy"] for b in bins], width=width, align="edge", color="C0",
+            edgecolor="white", label="accuracy")
+    top.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="perfect calibration")
+    top.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="C3", ms=4,
+             label="bin mean confidence")
+    top.set(ylim=(0, 1), ylabel="accuracy", title=f"Reliability (ECE {cal['ece']:.3f})")
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar([b["low"] for b in cal["bins"]], [b["count"] for b in cal["bins"]], width=width, align="edge",
+               color="C7", edgecolor="white")
+    bottom.set(xlim=(0, 1), xlabel="top-1 confidence", ylabel="clips")
+    return _save(fig, path, dpi=110)
 
 
 def _data_lines(facts: RunFacts) -> list[str]:

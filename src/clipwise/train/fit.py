@@ -352,7 +352,8 @@ def _train(run: RunFolder, config: Config, *, resume: bool) -> Path:
     if trainer.is_global_zero:
         run.save_config_yaml(config.to_dict())
         run.save_labels(data.labels)
-        data.frame[["path", "label", "split"]].to_csv(run.root / "splits.csv", index=False)
+        kept = [c for c in ("path", "label", "split", "start", "end") if c in data.frame]
+        data.frame[kept].to_csv(run.root / "splits.csv", index=False)
         run.save_json(run.leakage_path, data.leakage)
     t1 = time.time()
     try:

@@ -1,0 +1,209 @@
+"""`clipwise compare`: one leaderboard of runs, cross-validations and Lightning CSV logs, with intervals.
+
+Every entry carries an interval, so a reader sees whether two scores differ by more than their noise:
+- a run folder: its test score, with a 95 % Wilson interval for accuracy (a proportion of clips) or a percentile
+  bootstrap over the clips of predictions_<split>.csv for any other metric;
+- a cross-validation folder: the mean over folds with its standard deviation and Student-t interval;
+- a Lightning ``metrics.csv`` (CSVLogger), or a folder holding ``lightning_logs/version_*/metrics.csv``: the
+  best epoch's value of the metric column (no interval: a log holds no predictions).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from clipwise.errors import RunError
+from clipwise.evaluate.metrics import classification_metrics, proportion_interval
+from clipwise.evaluate.multilabel import multilabel_metrics
+from clipwise.run import RunFolder, atomic_write_text
+
+BOOTSTRAP_SAMPLES = 1000
+
+
+@dataclass
+class Entry:
+    """One row of the leaderboard."""
+
+    name: str
+    kind: str  # run | cv | lightning
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    std: float | None = None
+    n: int | None = None  # clips scored (run), folds (cv), epochs (lightning)
+    model: str | None = None
+    params: int | None = None
+    train_minutes: float | None = None
+    source: str = ""
+
+
+def lower_is_better(metric: str) -> bool:
+    return "loss" in metric or metric in ("ece", "error")
+
+
+def _bootstrap(y: np.ndarray, probs: np.ndarray, metric: str, *, multi: bool, labels: list[str],
+               seed: int = 0) -> tuple[float, float] | None:
+    rng = np.random.default_rng(seed)
+    values = []
+
+    def score(yy: np.ndarray, pp: np.ndarray) -> dict:
+        if multi:
+            return multilabel_metrics(yy, pp)
+        m = classification_metrics(yy, pp, labels=labels)
+        return {**m, "loss": m["log_loss"]}
+
+    for _ in range(BOOTSTRAP_SAMPLES):
+        idx = rng.integers(0, len(y), len(y))
+        try:
+            v = score(y[idx], probs[idx]).get(metric)
+        except ValueError:
+            continue
+        if v is not None and np.isfinite(v):
+            values.append(v)
+    if len(values) < BOOTSTRAP_SAMPLES // 2:
+        return None
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def _from_run(path: Path, metric: str, split: str) -> Entry:
+    run = RunFolder(path)  # only summary.json (and predictions, for an interval) are needed
+    summary = run.load_summary()
+    scores = summary.get(split)
+    if not isinstance(scores, dict) or metric not in scores:
+        have = sorted(k for k, v in (scores or {}).items() if isinstance(v, (int, float)))
+        raise RunError(f"{path}/summary.json has no {split} {metric!r}" + (f"; it has {have}" if have else ""))
+    entry = Entry(path.name, "run", float(scores[metric]), n=scores.get("n"),
+                  model=(summary.get("model") or {}).get("name"), params=(summary.get("model") or {}).get("params"),
+                  train_minutes=round((summary.get("timing") or {}).get("train_seconds", float("nan")) / 60, 2),
+                  source=str(path))
+    if metric == "accuracy" and isinstance(entry.n, int) and entry.n > 0:
+        entry.ci_low, entry.ci_high = proportion_interval(round(entry.value * entry.n), entry.n)
+    elif run.predictions_path(split).is_file():
+        _, probs, y = run.load_predictions(split)
+        if y is not None:
+            multi = y.ndim == 2
+            if not multi:
+                keep = y >= 0
+                y, probs = y[keep], probs[keep]
+            ci = _bootstrap(y, probs, metric, multi=multi, labels=run.load_labels())
+            if ci is not None:
+                entry.ci_low, entry.ci_high = ci
+    return entry
+
+
+def _from_cv(path: Path, metric: str) -> Entry:
+    import json
+
+    summary = json.loads((path / "cv_summary.json").read_text())
+    stats = summary["mean"].get(metric)
+    if stats is None:
+        raise RunError(f"{path}/cv_summary.json has no {metric!r}; it has {sorted(summary['mean'])}")
+    return Entry(path.name, "cv", stats["mean"], stats["ci_low"], stats["ci_high"], stats["std"], stats["n"],
+                 train_minutes=summary.get("train_minutes_total"), source=str(path))
+
+
+def _lightning_column(frame: pd.DataFrame, metric: str) -> str | None:
+    short = {"accuracy": "acc", "macro_f1": "f1", "balanced_accuracy": "bal_acc"}.get(metric, metric)
+    for name in (metric, f"val_{metric}", f"val/{metric}", f"val_{short}", f"val/{short}", f"valid_{metric}",
+                 f"{metric}_epoch", f"val_{metric}_epoch"):
+        if name in frame.columns:
+            return name
+    return None
+
+
+def _from_lightning(path: Path, metric: str) -> Entry:
+    frame = pd.read_csv(path)
+    column = _lightning_column(frame, metric)
+    if column is None:
+        raise RunError(f"{path} has no column for {metric!r} (looked for {metric}, val_{metric}, val/{metric}, ...); "
+                       f"its columns: {', '.join(map(str, frame.columns))}. Pass --metric with one of them")
+    values = pd.to_numeric(frame[column], errors="coerce").dropna()
+    if values.empty:
+        raise RunError(f"{path}: column {column!r} holds no numbers")
+    best = values.min() if lower_is_better(metric) else values.max()
+    name = path.parent.parent.parent.name if path.parent.parent.name == "lightning_logs" else path.parent.name
+    return Entry(f"{name}/{path.parent.name}" if path.parent.name.startswith("version_") else name, "lightning",
+                 float(best), n=int(len(values)), source=str(path))
+
+
+def collect(paths: Sequence[str | os.PathLike], *, metric: str = "accuracy", split: str = "test") -> list[Entry]:
+    """Leaderboard entries for run folders, CV folders and Lightning CSV logs, best first.
+
+    Raises:
+        RunError: a path is none of these, or lacks the metric.
+    """
+    entries = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file() and path.suffix == ".csv":
+            entries.append(_from_lightning(path, metric))
+        elif (path / "cv_summary.json").is_file():
+            entries.append(_from_cv(path, metric))
+        elif (path / "summary.json").is_file():
+            entries.append(_from_run(path, metric, split))
+        elif path.is_dir() and (logs := sorted(path.glob("**/lightning_logs/version_*/metrics.csv"))
+                                or sorted(path.glob("version_*/metrics.csv"))):
+            entries.extend(_from_lightning(p, metric) for p in logs)
+        else:
+            raise RunError(f"{path} is not a run folder (summary.json), a cross-validation folder (cv_summary.json) "
+                           "or a Lightning CSV log (metrics.csv)")
+    names = [e.name for e in entries]
+    for e in entries:  # two folders of one name (fold1 of two CVs): name them by their parent too
+        if names.count(e.name) > 1 and e.kind != "lightning":
+            e.name = f"{Path(e.source).parent.name}/{e.name}"
+    entries.sort(key=lambda e: e.value, reverse=not lower_is_better(metric))
+    return entries
+
+
+def _fmt(v: float | None, digits: int = 4) -> str:
+    return "" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{digits}f}"
+
+
+def leaderboard_markdown(entries: list[Entry], *, metric: str, split: str) -> str:
+    lines = [f"| rank | name | kind | {metric} | ± std | 95 % interval | n | model | params | train min |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for i, e in enumerate(entries, 1):
+        ci = f"[{_fmt(e.ci_low)}, {_fmt(e.ci_high)}]" if e.ci_low is not None else ""
+        lines.append(f"| {i} | {e.name} | {e.kind} | {_fmt(e.value)} | {_fmt(e.std)} | {ci} | {e.n or ''} | "
+                     f"{e.model or ''} | {f'{e.params:,}' if e.params else ''} | {_fmt(e.train_minutes, 1)} |")
+    notes = [f"", f"Runs: the {split} split; intervals are Wilson (accuracy) or a {BOOTSTRAP_SAMPLES}-sample "
+             "bootstrap over clips. Cross-validations: mean over folds, Student-t interval (folds share training "
+             "data, so it is somewhat narrow). Lightning logs: the best epoch's value, no interval. Intervals that "
+             "overlap mean the ranking between those entries is not established."]
+    return "\n".join(lines + notes) + "\n"
+
+
+def plot_leaderboard(entries: list[Entry], path: str | os.PathLike, *, metric: str) -> Path:
+    from clipwise.evaluate.report import _save
+
+    fig = Figure(figsize=(7.5, max(2.5, 0.45 * len(entries) + 1.2)), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(entries))[::-1]
+    values = [e.value for e in entries]
+    lo = [e.value - e.ci_low if e.ci_low is not None else 0 for e in entries]
+    hi = [e.ci_high - e.value if e.ci_high is not None else 0 for e in entries]
+    colors = {"run": "C0", "cv": "C2", "lightning": "C7"}
+    ax.barh(y, values, xerr=[lo, hi], color=[colors[e.kind] for e in entries], capsize=3)
+    ax.set_yticks(y, [e.name for e in entries], fontsize=8)
+    ax.set(xlabel=metric, title=f"{metric} (bars: 95 % interval; blue run, green CV, grey log)")
+    return _save(fig, path, dpi=110)
+
+
+def write_leaderboard(entries: list[Entry], out: str | os.PathLike, *, metric: str, split: str) -> Path:
+    """leaderboard.md, leaderboard.csv and leaderboard.png in ``out``; returns the markdown's path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = leaderboard_markdown(entries, metric=metric, split=split)
+    atomic_write_text(out / "leaderboard.md", f"# Leaderboard: {metric}\n\n![Leaderboard](leaderboard.png)\n\n" + md)
+    frame = pd.DataFrame([asdict(e) for e in entries])
+    frame.insert(0, "rank", range(1, len(entries) + 1))
+    atomic_write_text(out / "leaderboard.csv", frame.rename(columns={"value": metric}).to_csv(index=False))
+    plot_leaderboard(entries, out / "leaderboard.png", metric=metric)
+    return out / "leaderboard.md"

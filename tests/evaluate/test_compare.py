@@ -1,0 +1,75 @@
+"""`clipwise compare`: runs, CV folders and Lightning logs in one leaderboard with intervals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clipwise.evaluate.compare import collect
+from clipwise.evaluate.metrics import proportion_interval
+from clipwise.run import RunFolder
+
+LABELS = ["a", "b", "c"]
+
+
+def _run(root, accuracy: float, n: int = 60, seed: int = 0) -> RunFolder:
+    run = RunFolder(root)
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    probs = rng.dirichlet(np.ones(3), n)
+    right = rng.permutation(n)[: round(accuracy * n)]
+    probs[right] = 0.05
+    probs[right, y[right]] = 0.9
+    wrong = np.setdiff1d(np.arange(n), right)
+    probs[wrong] = 0.05
+    probs[wrong, (y[wrong] + 1) % 3] = 0.9
+    run.save_labels(LABELS)
+    run.save_predictions("test", [f"x{i}.wav" for i in range(n)], y, probs)
+    run.save_summary({"test": {"accuracy": accuracy, "macro_f1": accuracy - 0.01, "n": n},
+                      "model": {"name": "audiocnn", "params": 1000}, "timing": {"train_seconds": 120}})
+    return run
+
+
+def test_runs_cv_and_lightning_logs_rank_together_with_their_intervals(tmp_path, cli):
+    _run(tmp_path / "good", 0.9)
+    _run(tmp_path / "bad", 0.5, seed=1)
+    cv = tmp_path / "cvrun"
+    cv.mkdir()
+    (cv / "cv_summary.json").write_text(json.dumps({"folds": {}, "train_minutes_total": 10.0, "mean": {
+        "accuracy": {"mean": 0.7, "std": 0.05, "ci_low": 0.64, "ci_high": 0.76, "n": 5}}}))
+    log = tmp_path / "lit" / "lightning_logs" / "version_0"
+    log.mkdir(parents=True)
+    pd.DataFrame({"epoch": [0, 1, 2], "val_acc": [0.4, 0.8, 0.75], "train_loss": [2, 1, 0.5]}).to_csv(
+        log / "metrics.csv", index=False)
+    entries = collect([tmp_path / "bad", cv, tmp_path / "lit", tmp_path / "good"], metric="accuracy")
+    assert [(e.name, e.kind) for e in entries] == [("good", "run"), ("lit/version_0", "lightning"),
+                                                   ("cvrun", "cv"), ("bad", "run")]
+    assert entries[1].value == 0.8 and entries[1].ci_low is None
+    assert (entries[0].ci_low, entries[0].ci_high) == pytest.approx(proportion_interval(54, 60))
+    assert (entries[2].std, entries[2].n) == (0.05, 5)
+    r = cli("compare", tmp_path / "good", tmp_path / "bad", cv, "--out", tmp_path / "lb")
+    assert r.rc == 0, r.err
+    assert "| 1 | good | run | 0.9000 |" in r.out and "| 2 | cvrun | cv | 0.7000 | 0.0500 | [0.6400, 0.7600] | 5 |" in r.out
+    table = pd.read_csv(tmp_path / "lb" / "leaderboard.csv")
+    assert list(table["name"]) == ["good", "cvrun", "bad"] and (tmp_path / "lb" / "leaderboard.png").stat().st_size
+
+
+def test_other_metrics_get_a_bootstrap_interval_and_loss_ranks_lowest_first(tmp_path):
+    _run(tmp_path / "good", 0.9)
+    [entry] = collect([tmp_path / "good"], metric="macro_f1")
+    assert entry.ci_low < entry.value < entry.ci_high and entry.ci_high - entry.ci_low < 0.4
+    log = tmp_path / "metrics.csv"
+    pd.DataFrame({"epoch": [0, 1], "val_loss": [0.9, 0.4]}).to_csv(log, index=False)
+    assert collect([log], metric="loss")[0].value == 0.4
+
+
+def test_unknown_paths_and_metrics_are_named(tmp_path, cli):
+    _run(tmp_path / "good", 0.9)
+    r = cli("compare", tmp_path / "good", "--metric", "lwlrap")
+    assert r.rc == 2 and "has no test 'lwlrap'" in r.err and "accuracy" in r.err
+    (tmp_path / "empty").mkdir()
+    r = cli("compare", tmp_path / "empty")
+    assert r.rc == 2 and "is not a run folder" in r.err
