@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -61,6 +62,18 @@ def main() -> None:
         print(speaker, folds[speaker], flush=True)
     if len(folds) < len(speakers):
         return
+    # the folds as a `clipwise cv` folder (fold<k> -> the run), so the CV report (mean, std, interval, pooled
+    # confusions) and `clipwise compare` read them like any cross-validation
+    cv = work / "cv"
+    cv.mkdir(exist_ok=True)
+    shutil.copy(manifest, cv / "folds.csv")
+    for k, (speaker, out) in enumerate(zip(speakers, outs), start=1):
+        link = cv / f"fold{k}"
+        if not link.exists():
+            link.symlink_to(Path("..") / out.name, target_is_directory=True)
+    from clipwise.evaluate.cv_report import write_cv_report
+
+    print("CV report:", write_cv_report(cv))
     acc = np.array([f["test_accuracy"] for f in folds.values()])
     save_result(args.name, {
         "command": " ".join(["benchmarks/fsdd_loso.py", f"--jobs {args.jobs}", f"--name {args.name}", *args.overrides]),

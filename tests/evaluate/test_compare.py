@@ -73,3 +73,17 @@ def test_unknown_paths_and_metrics_are_named(tmp_path, cli):
     (tmp_path / "empty").mkdir()
     r = cli("compare", tmp_path / "empty")
     assert r.rc == 2 and "is not a run folder" in r.err
+
+
+def test_a_protocol_that_shares_sources_is_explained(tmp_path):
+    from clipwise.evaluate.compare import leaderboard_markdown
+
+    seen = _run(tmp_path / "official", 0.99)
+    summary = seen.load_summary()
+    seen.save_summary({**summary, "data": {"groups_shared": {"train_val": 6, "train_test": 6}}})
+    _run(tmp_path / "unseen", 0.8, seed=2)
+    entries = collect([tmp_path / "official", tmp_path / "unseen"])
+    assert [e.shared for e in entries] == ["6 group(s)", ""]
+    text = leaderboard_markdown(entries, metric="accuracy", split="test")
+    assert "official was tested on data whose sources its training shared (6 group(s))" in text
+    assert "unseen kept training and test sources apart" in text

@@ -42,6 +42,7 @@ class Entry:
     params: int | None = None
     train_minutes: float | None = None
     source: str = ""
+    shared: str = ""  # what its training and test data share (groups, audio), "" when nothing or unknown
 
 
 def lower_is_better(metric: str) -> bool:
@@ -82,7 +83,7 @@ def _from_run(path: Path, metric: str, split: str) -> Entry:
     entry = Entry(path.name, "run", float(scores[metric]), n=scores.get("n"),
                   model=(summary.get("model") or {}).get("name"), params=(summary.get("model") or {}).get("params"),
                   train_minutes=round((summary.get("timing") or {}).get("train_seconds", float("nan")) / 60, 2),
-                  source=str(path))
+                  source=str(path), shared=_shared(summary))
     if metric == "accuracy" and isinstance(entry.n, int) and entry.n > 0:
         entry.ci_low, entry.ci_high = proportion_interval(round(entry.value * entry.n), entry.n)
     elif run.predictions_path(split).is_file():
@@ -98,6 +99,17 @@ def _from_run(path: Path, metric: str, split: str) -> Entry:
     return entry
 
 
+def _shared(summary: dict) -> str:
+    """What a run's training and test data share, in words ("" for nothing found or not known)."""
+    parts = []
+    groups = ((summary.get("data") or {}).get("groups_shared") or {}).get("train_test", 0)
+    if groups:
+        parts.append(f"{groups} group(s)")
+    leaks = (summary.get("leakage") or {}).get("train_test") or {}
+    parts += [f"{n} {kind.replace('_', ' ')}" for kind, n in leaks.items() if kind != "group_leak"]
+    return ", ".join(parts)
+
+
 def _from_cv(path: Path, metric: str) -> Entry:
     import json
 
@@ -105,8 +117,10 @@ def _from_cv(path: Path, metric: str) -> Entry:
     stats = summary["mean"].get(metric)
     if stats is None:
         raise RunError(f"{path}/cv_summary.json has no {metric!r}; it has {sorted(summary['mean'])}")
+    leaks = sorted({kind for f in summary["folds"].values() for kind in (f.get("leakage") or {})})
     return Entry(path.name, "cv", stats["mean"], stats["ci_low"], stats["ci_high"], stats["std"], stats["n"],
-                 train_minutes=summary.get("train_minutes_total"), source=str(path))
+                 train_minutes=summary.get("train_minutes_total"), source=str(path),
+                 shared=", ".join(k.replace("_", " ") for k in leaks))
 
 
 def _lightning_column(frame: pd.DataFrame, metric: str) -> str | None:
@@ -173,7 +187,17 @@ def leaderboard_markdown(entries: list[Entry], *, metric: str, split: str) -> st
         ci = f"[{_fmt(e.ci_low)}, {_fmt(e.ci_high)}]" if e.ci_low is not None else ""
         lines.append(f"| {i} | {e.name} | {e.kind} | {_fmt(e.value)} | {_fmt(e.std)} | {ci} | {e.n or ''} | "
                      f"{e.model or ''} | {f'{e.params:,}' if e.params else ''} | {_fmt(e.train_minutes, 1)} |")
-    notes = [f"", f"Runs: the {split} split; intervals are Wilson (accuracy) or a {BOOTSTRAP_SAMPLES}-sample "
+    notes: list[str] = []
+    shared = [e for e in entries if e.shared]
+    clean = [e for e in entries if not e.shared and e.kind != "lightning"]
+    if shared:
+        notes += ["", "Protocols differ: " + "; ".join(f"{e.name} was tested on data whose sources its training "
+                                                       f"shared ({e.shared})" for e in shared)
+                  + ". Such a score measures recognition of sources (speakers, recordings) the model has heard."
+                  + (" " + ", ".join(e.name for e in clean) + " kept training and test sources apart, so the gap "
+                     "between the two kinds of entry is the cost of meeting new sources, not a difference in "
+                     "model quality." if clean else "")]
+    notes += ["", f"Runs: the {split} split; intervals are Wilson (accuracy) or a {BOOTSTRAP_SAMPLES}-sample "
              "bootstrap over clips. Cross-validations: mean over folds, Student-t interval (folds share training "
              "data, so it is somewhat narrow). Lightning logs: the best epoch's value, no interval. Intervals that "
              "overlap mean the ranking between those entries is not established."]
