@@ -20,7 +20,11 @@ FRONTENDS = {
     "logmel": FrontendConfig(name="logmel", n_mels=32).model_dump(),
     "mfcc": FrontendConfig(name="mfcc", n_mels=32, n_mfcc=20).model_dump(),
 }
-MODEL_NAMES = MODELS.names() + list(TESTED_TIMM_MODELS)
+# one name per constructor: a family's default variant is registered twice ("crnn" and "crnn_small")
+BUILTIN = list({id(MODELS.get(n)): n for n in MODELS.names()}.values())
+MODEL_NAMES = BUILTIN + list(TESTED_TIMM_MODELS)
+SEQUENCE = [n for n in BUILTIN if getattr(create_backbone(n, num_classes=2, input_size=(32, 64)), "supports_lengths",
+                                          False)]
 CASES = [(m, f) for m in MODEL_NAMES for f in FRONTENDS]
 
 
@@ -112,6 +116,61 @@ def test_save_load_round_trip_gives_identical_outputs(model, frontend, tmp_path)
     assert bool(loaded.norm.fitted) and torch.equal(loaded.norm.mean, clf.norm.mean)
     with torch.no_grad():
         assert torch.equal(loaded(_waves()), clf(_waves()))
+
+
+@pytest.mark.parametrize("model", SEQUENCE)
+def test_variable_length_batches_train_and_mask_their_padding(model):
+    torch.manual_seed(0)
+    net = create_backbone(model, num_classes=3, input_size=(32, 128)).train()
+    x = torch.randn(3, 1, 32, 128)
+    lengths = torch.tensor([128, 64, 20])
+    x[1, :, :, 64:] = 0.0  # zero-padded: the normalised mean
+    x[2, :, :, 20:] = 0.0
+    logits = net(x, lengths=lengths)
+    assert logits.shape == (3, 3) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+    net.eval()
+    with torch.no_grad():
+        alone = net(x[1:2, :, :, :64])
+        padded = net(x[1:2], lengths=lengths[1:2])
+        garbage = x[1:2].clone()
+        garbage[..., 64:] = 5.0
+        masked_garbage = net(garbage, lengths=lengths[1:2])
+    if getattr(net, "exact_lengths", False):
+        # a transformer with a padding mask: the padded clip scores exactly as the clip alone, whatever the pad
+        torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(masked_garbage, alone, atol=1e-5, rtol=1e-5)
+    # a full-length mask is no mask at all
+    with torch.no_grad():
+        torch.testing.assert_close(net(x[:1], lengths=lengths[:1]), net(x[:1]), atol=1e-5, rtol=1e-5)
+    # (a convolutional front sees a little past a clip's end, its receptive field, so for the CNN families and
+    # the CRNN only the pooling is masked and padding can move the output slightly; transformers are exact)
+
+
+def test_the_classifier_passes_clip_lengths_to_sequence_models():
+    clf = _build("frame_transformer_tiny").eval()
+    _fit_norm(clf)
+    waves = _waves()
+    half = waves.shape[1] // 2
+    padded = waves.clone()
+    padded[1, half:] = 0.0
+    with torch.no_grad():
+        out = clf(padded, lengths=torch.tensor([waves.shape[1], half]))
+        ref = clf(padded)
+    assert clf.supports_lengths and out.shape == (2, len(LABELS))
+    assert torch.allclose(out[0], ref[0], atol=1e-5) and not torch.allclose(out[1], ref[1], atol=1e-4)
+
+
+def test_every_family_has_a_variant_table_and_the_light_cnn_is_small():
+    from clipwise.models.registry import list_models
+
+    families = {e.base for e in list_models() if e.base}
+    assert {"lightcnn", "seresnet", "mbconv", "crnn", "frame_transformer", "ast"} <= families
+    for fam in families:
+        assert len([e for e in list_models() if e.base == fam]) >= 3  # the default alias + at least 2 variants
+    light = create_backbone("lightcnn", num_classes=50, input_size=(64, 501))
+    assert sum(p.numel() for p in light.parameters()) < 250_000
 
 
 # --- checkpoints ----------------------------------------------------------------------------------------

@@ -99,11 +99,26 @@ class AudioClassifier(nn.Module):
             feats = self.frontend.from_log_mel(mel_augment(self.frontend.log_mel(wave)))
         return self.norm(feats).unsqueeze(1)
 
-    def forward_spec(self, spec: torch.Tensor) -> torch.Tensor:
+    @property
+    def supports_lengths(self) -> bool:
+        """Whether the backbone masks padded frames of variable-length batches (the sequence families do)."""
+        return bool(getattr(self.backbone, "supports_lengths", False))
+
+    def forward_spec(self, spec: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits from a normalised spectrogram; ``lengths``: valid frames per example (backbones that support
+        masks; for the others the whole padded input is seen)."""
+        if lengths is not None and self.supports_lengths:
+            return self.backbone(spec, lengths=lengths)
         return self.backbone(spec)
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.forward_spec(self.spectrogram(wave))
+    def frames_for(self, samples: torch.Tensor) -> torch.Tensor:
+        """Frames the frontend makes from clips of ``samples`` samples (centred STFT)."""
+        return 1 + torch.div(samples, self.frontend.hop_length, rounding_mode="floor")
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for a waveform batch; ``lengths`` (samples) marks where each zero-padded clip ends."""
+        frames = None if lengths is None else self.frames_for(lengths)
+        return self.forward_spec(self.spectrogram(wave), frames)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -6,6 +6,7 @@ its own keyword parameters, and returns an ``nn.Module`` mapping ``(batch, 1, bi
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ class ModelEntry:
     name: str
     family: str
     description: str
+    variant: str | None = None  # the size variant of a family ("small"); None for single models
+    base: str | None = None  # the family name a variant belongs to
 
 
 _ENTRIES: dict[str, ModelEntry] = {}
@@ -43,6 +46,28 @@ def register_model(name: str, *, family: str, description: str) -> Callable:
     def wrap(fn: Callable) -> Callable:
         MODELS.register(name)(fn)
         _ENTRIES[name] = ModelEntry(name, family, description)
+        return fn
+
+    return wrap
+
+
+def register_family(name: str, *, family: str, description: str, variants: dict[str, dict[str, Any]],
+                    default: str) -> Callable:
+    """Decorator registering a constructor once per size variant: ``name`` is the ``default`` variant and
+    ``name_<variant>`` each of the others (all of them also as ``name_<default>``). A variant only presets
+    keyword arguments, so ``model.params`` can still override any of them."""
+
+    def wrap(fn: Callable) -> Callable:
+        if default not in variants:
+            raise ValueError(f"default variant {default!r} is not in {sorted(variants)}")
+        for variant, preset in variants.items():
+            made = functools.partial(fn, **preset)
+            functools.update_wrapper(made, fn)
+            del made.__wrapped__  # inspect.signature must see the partial's defaults, not fn's
+            text = f"{description}, {variant}: " + ", ".join(f"{k}={v}" for k, v in preset.items())
+            for key in ([name] if variant == default else []) + [f"{name}_{variant}"]:
+                MODELS.register(key)(made)
+                _ENTRIES[key] = ModelEntry(key, family, text, variant, name)
         return fn
 
     return wrap
