@@ -106,7 +106,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not run.last_checkpoint.is_file():
             raise ConfigError(f"cannot resume {run.root}: checkpoints/last.ckpt is missing (no epoch finished)")
     config = _config_from_args(args, base=base)
-    run_dir = train(config, out=out, resume=bool(args.resume))
+    from clipwise.classical import is_classical, train_classical
+
+    if is_classical(config.model.name):
+        if args.resume:
+            raise ConfigError("a classical baseline trains in one go; there is nothing to resume")
+        run_dir = train_classical(config, out=out)
+    else:
+        run_dir = train(config, out=out, resume=bool(args.resume))
     _print_summary(run_dir)
     return 0
 

@@ -161,6 +161,16 @@ class TrainConfig(_Section):
         return int(v) if isinstance(v, str) and v.isdigit() else v
 
 
+class ClassicalConfig(_Section):
+    """Summary features of the classical baselines (model.name = logreg, svm_linear, svm_rbf, hgb or mlp)."""
+
+    features: tuple[Literal["logmel", "mfcc", "bands", "cqt", "spectral", "zcr"], ...] = (
+        "logmel", "mfcc", "bands", "cqt", "spectral", "zcr")
+    stats: tuple[Literal["mean", "std", "min", "max", "skew"], ...] = ("mean", "std")
+    n_mels: int = Field(64, ge=8, le=256)
+    n_mfcc: int = Field(20, ge=2, le=128)
+
+
 class Config(_Section):
     """The whole configuration of a run."""
 
@@ -170,6 +180,7 @@ class Config(_Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    classical: ClassicalConfig = Field(default_factory=ClassicalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

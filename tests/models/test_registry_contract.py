@@ -211,7 +211,9 @@ def test_load_errors_name_the_file(tmp_path):
 def test_registry_lists_builtins_and_tested_timm_models():
     assert {"audiocnn", "audiocnn_small"} <= set(MODELS.names())
     listed = [m.name for m in list_models()]
-    assert listed == MODELS.names() + list(TESTED_TIMM_MODELS)
+    from clipwise.classical import CLASSICAL_MODELS
+
+    assert listed == MODELS.names() + list(TESTED_TIMM_MODELS) + list(CLASSICAL_MODELS)
     assert all(is_known_model(name) for name in listed)
     assert not is_known_model("audiocnnn")
 

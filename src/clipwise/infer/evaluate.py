@@ -67,7 +67,7 @@ def evaluate_run(
             )
     df, _ = check_files(df)
     probs = predictor.predict_frame(df)
-    multi = predictor.model.spec.multi_label
+    multi = predictor.multi_label
     y = encode_targets(df, labels, multi_label=multi)
     thresholds = None
     if multi:

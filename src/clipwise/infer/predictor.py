@@ -64,6 +64,10 @@ class Predictor:
             RunError: no such run folder or checkpoint.
         """
         path = Path(run_dir)
+        if path.is_dir() and (path / "model.joblib").is_file():
+            from clipwise.classical import ClassicalPredictor
+
+            return ClassicalPredictor(path)  # type: ignore[return-value]  # the same interface
         ckpt = path if path.is_file() else path / "checkpoints" / f"{checkpoint}.ckpt"
         if not ckpt.is_file():
             raise RunError(
@@ -78,6 +82,10 @@ class Predictor:
     @property
     def labels(self) -> list[str]:
         return self.model.labels
+
+    @property
+    def multi_label(self) -> bool:
+        return self.model.spec.multi_label
 
     @torch.no_grad()
     def predict_store(self, store: AudioStore) -> np.ndarray:

@@ -75,8 +75,11 @@ def register_family(name: str, *, family: str, description: str, variants: dict[
 
 def list_models() -> list[ModelEntry]:
     """Built-in models, then the timm backbones clipwise tests."""
+    from clipwise.classical import CLASSICAL_MODELS
+
     timm_entries = [ModelEntry(n, "timm", d) for n, d in TESTED_TIMM_MODELS.items()]
-    return [_ENTRIES[n] for n in MODELS.names()] + timm_entries
+    classical = [ModelEntry(n, "classical", d) for n, d in CLASSICAL_MODELS.items()]
+    return [_ENTRIES[n] for n in MODELS.names()] + timm_entries + classical
 
 
 def _timm_backbone(
@@ -108,7 +111,9 @@ def _timm_backbone(
 def is_known_model(name: str) -> bool:
     import timm
 
-    return name in MODELS or timm.is_model(name)
+    from clipwise.classical import is_classical
+
+    return name in MODELS or is_classical(name) or timm.is_model(name)
 
 
 def create_backbone(

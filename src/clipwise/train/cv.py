@@ -108,8 +108,11 @@ def cross_validate(config: Config, *, out: str | Path | None = None, folds: int 
     Returns:
         The CV folder.
     """
+    from clipwise.classical import is_classical, train_classical
     from clipwise.evaluate.cv_report import write_cv_report
     from clipwise.train.fit import train
+
+    fit = train_classical if is_classical(config.model.name) else train
 
     if config.data.test_fold is not None:
         raise ConfigError("data.test_fold is set per fold by cross-validation; leave it out")
@@ -134,6 +137,6 @@ def cross_validate(config: Config, *, out: str | Path | None = None, folds: int 
             cfg = config.model_copy(deep=True)
             cfg.data.manifest = str(manifest.resolve())
             cfg.data.test_fold = k
-            train(cfg, out=run.root)
+            fit(cfg, out=run.root)
     write_cv_report(root)
     return root
