@@ -261,6 +261,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from clipwise.ensemble import build_ensemble
+
+    out = build_ensemble(args.runs, args.out, weights=args.weights)
+    summary = json.loads((out / "summary.json").read_text())
+    spec = json.loads((out / "ensemble.json").read_text())
+    print(f"ensemble folder: {out}")
+    for (name, scores), w in zip(summary["members"].items(), spec["weights"]):
+        print(f"  {name:30s} weight {w:.3f}  " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    for split in ("val", "test"):
+        if split in summary:
+            print(f"  {'ensemble ' + split:30s} accuracy {summary[split]['accuracy']:.4f}  "
+                  f"macro-F1 {summary[split]['macro_f1']:.4f}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from clipwise.demo import run_demo
 
@@ -350,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="markdown", choices=["markdown", "csv"])
     s.add_argument("--out", help="folder for leaderboard.md, leaderboard.csv and leaderboard.png")
     s.set_defaults(fn=cmd_compare)
+
+    s = sub.add_parser("ensemble", help="combine finished runs (same labels and split) into one model")
+    s.add_argument("runs", nargs="+", help="run folders")
+    s.add_argument("--out", required=True, help="the ensemble's folder")
+    s.add_argument("--weights", default="learn", help="learn (minimise validation log-loss), mean, or "
+                   "comma-separated weights")
+    s.set_defaults(fn=cmd_ensemble)
 
     s = sub.add_parser("demo", help="train on a built-in synthetic dataset, report, predict")
     s.add_argument("--out", default="runs/demo", help="folder for the demo data and run")

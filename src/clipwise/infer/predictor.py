@@ -64,6 +64,10 @@ class Predictor:
             RunError: no such run folder or checkpoint.
         """
         path = Path(run_dir)
+        if path.is_dir() and (path / "ensemble.json").is_file():
+            from clipwise.ensemble import EnsemblePredictor
+
+            return EnsemblePredictor(path)  # type: ignore[return-value]  # the same interface
         if path.is_dir() and (path / "model.joblib").is_file():
             from clipwise.classical import ClassicalPredictor
 

@@ -1,0 +1,163 @@
+"""Ensembles of trained runs: probabilities averaged, with equal weights or weights learned on validation.
+
+``clipwise ensemble RUN RUN ... --out DIR`` checks that the members were trained on the same labels and scored
+the same validation and test clips, combines their saved probabilities (no audio is decoded), and writes a run
+folder like any other: ensemble.json (members and weights), labels.json, predictions, summary.json, report.md.
+``evaluate`` and ``predict`` work on it: each member scores the audio with its own frontend and clip length
+(members may differ in sample rate, features and architecture) and the weighted mean is the ensemble's output.
+
+Learned weights minimise the validation log-loss over the probability simplex (a softmax parametrisation,
+optimised with L-BFGS); the test split is never used to choose them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipwise.errors import ConfigError, RunError
+from clipwise.evaluate.metrics import LOG_LOSS_EPS
+from clipwise.run import RunFolder
+
+ENSEMBLE_FILE = "ensemble.json"
+
+
+def learn_weights(y: np.ndarray, member_probs: list[np.ndarray]) -> np.ndarray:
+    """Weights on the simplex that minimise the log-loss of ``sum_k w_k * probs_k`` on (validation) data."""
+    from scipy.optimize import minimize
+
+    stack = np.stack(member_probs)  # (members, clips, classes)
+    picked = np.clip(stack[:, np.arange(len(y)), y], LOG_LOSS_EPS, 1.0)  # (members, clips)
+
+    def loss(z: np.ndarray) -> tuple[float, np.ndarray]:
+        w = np.exp(z - z.max())
+        w /= w.sum()
+        mix = np.clip(w @ picked, LOG_LOSS_EPS, None)
+        value = -np.mean(np.log(mix))
+        grad_w = -np.mean(picked / mix[None, :], axis=1)
+        return value, w * (grad_w - w @ grad_w)  # chain rule through the softmax
+
+    res = minimize(loss, np.zeros(len(member_probs)), jac=True, method="L-BFGS-B")
+    w = np.exp(res.x - res.x.max())
+    return w / w.sum()
+
+
+def _load_member(path: str | os.PathLike) -> RunFolder:
+    run = RunFolder(path)
+    if not run.summary_path.is_file() or not run.labels_path.is_file():
+        raise RunError(f"{path} is not a finished run folder (summary.json and labels.json are needed)")
+    if run.is_multi_label():
+        raise ConfigError(f"{path} is a multi-label run; ensembles average single-label probabilities for now")
+    return run
+
+
+def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, weights: str = "learn") -> Path:
+    """Combine finished runs into an ensemble run folder.
+
+    Args:
+        runs: two or more run folders trained on the same labels and split.
+        out: the ensemble's folder.
+        weights: ``learn`` (on validation), ``mean`` (equal), or comma-separated numbers.
+
+    Raises:
+        ConfigError: fewer than two runs, different labels or clips, bad weights.
+    """
+    from clipwise.evaluate.metrics import classification_metrics
+    from clipwise.evaluate.report import write_report
+
+    if len(runs) < 2:
+        raise ConfigError("an ensemble needs at least two runs")
+    members = [_load_member(r) for r in runs]
+    labels = members[0].load_labels()
+    for m in members[1:]:
+        if m.load_labels() != labels:
+            raise ConfigError(f"{m.root} has labels {m.load_labels()[:5]}..., {members[0].root} has "
+                              f"{labels[:5]}...: ensemble members must be trained on the same labels")
+    scored: dict[str, tuple[list[str], np.ndarray, list[np.ndarray]]] = {}
+    for split in ("val", "test"):
+        if not all(m.predictions_path(split).is_file() for m in members):
+            continue
+        loaded = [m.load_predictions(split) for m in members]
+        paths = list(loaded[0][0]["path"])
+        for m, (frame, _, _) in zip(members, loaded):
+            if list(frame["path"]) != paths:
+                raise ConfigError(f"{m.root} scored other {split} clips than {members[0].root}: train the members "
+                                  "on the same manifest and split (same --test-fold, seed and val settings)")
+        scored[split] = (paths, loaded[0][2], [p for _, p, _ in loaded])
+    if "val" not in scored and weights == "learn":
+        raise ConfigError("learning weights needs every member's predictions_val.csv; use --weights mean")
+    if weights == "learn":
+        y_val, probs = scored["val"][1], scored["val"][2]
+        keep = y_val >= 0
+        w = learn_weights(y_val[keep], [p[keep] for p in probs])
+    elif weights == "mean":
+        w = np.full(len(members), 1 / len(members))
+    else:
+        try:
+            w = np.array([float(v) for v in weights.split(",")])
+        except ValueError:
+            raise ConfigError(f"--weights must be learn, mean or {len(members)} comma-separated numbers") from None
+        if len(w) != len(members) or (w < 0).any() or w.sum() <= 0:
+            raise ConfigError(f"--weights needs {len(members)} non-negative numbers, got {weights!r}")
+        w = w / w.sum()
+    run = RunFolder(out)
+    run.root.mkdir(parents=True, exist_ok=True)
+    spec = {"members": [str(m.root.resolve()) for m in members], "weights": [float(x) for x in w],
+            "weights_from": weights if weights in ("learn", "mean") else "given"}
+    run.save_json(run.root / ENSEMBLE_FILE, spec)
+    run.save_labels(labels)
+    if (members[0].root / "splits.csv").is_file():  # `evaluate` finds the members' split here
+        (run.root / "splits.csv").write_text((members[0].root / "splits.csv").read_text())
+    run.save_config_yaml({"ensemble": spec, "train": {"monitor": "val_accuracy"}})
+    summary: dict[str, Any] = {"members": {}}
+    for split, (paths, y, probs) in scored.items():
+        mix = np.tensordot(w, np.stack(probs), axes=1)
+        run.save_predictions(split, paths, y, mix, labels=labels)
+        if y is not None:
+            keep = y >= 0
+            metrics = classification_metrics(y[keep], mix[keep], labels=labels)
+            metrics["loss"] = metrics.pop("log_loss")
+            summary[split] = metrics
+            for m, p in zip(members, probs):
+                summary["members"].setdefault(m.root.name, {})[f"{split}_accuracy"] = float(
+                    np.mean(p[keep].argmax(1) == y[keep]))
+    first = members[0].load_summary()
+    summary.update(model={"name": "ensemble of " + ", ".join(m.root.name for m in members), "kind": "ensemble"},
+                   baseline=first.get("baseline"), data={k: v for k, v in (first.get("data") or {}).items()
+                                                         if k.startswith("n_") or k == "n_classes"})
+    run.save_summary(summary)
+    write_report(run.root)
+    return run.root
+
+
+class EnsemblePredictor:
+    """Scores audio with every member (each with its own frontend and clip length) and mixes the
+    probabilities with the ensemble's weights; the interface of :class:`~clipwise.infer.Predictor`."""
+
+    multi_label = False
+
+    def __init__(self, run_dir: str | os.PathLike):
+        from clipwise.infer.predictor import Predictor
+
+        spec = json.loads((Path(run_dir) / ENSEMBLE_FILE).read_text())
+        missing = [m for m in spec["members"] if not Path(m).is_dir()]
+        if missing:
+            raise RunError(f"ensemble member(s) {missing} are gone; the ensemble needs its members' folders")
+        self.members = [Predictor.from_run(m) for m in spec["members"]]
+        self.weights = np.asarray(spec["weights"], dtype=np.float64)
+        self.labels = list(self.members[0].labels)
+
+    def predict_frame(self, df) -> np.ndarray:
+        return np.tensordot(self.weights, np.stack([m.predict_frame(df) for m in self.members]), axes=1)
+
+    def predict_files(self, paths) -> np.ndarray:
+        import pandas as pd
+
+        return self.predict_frame(pd.DataFrame({"path": [str(p) for p in paths]}))
+
+    def top_k(self, probs: np.ndarray, *, k: int = 3) -> list[list[tuple[str, float]]]:
+        return self.members[0].top_k(probs, k=k)
