@@ -261,6 +261,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from clipwise.sweep import load_space, run_sweep
+
+    space = load_space(args.space)
+    config = _config_from_args(args)
+    board = run_sweep(config, space, args.out, trials=args.trials, sampler=args.sampler, metric=args.metric,
+                      seed=args.seed)
+    print(f"\nsweep folder: {args.out} ({len(board)} finished trials; leaderboard.md, leaderboard.csv)")
+    if len(board):
+        print(board.head(10).to_string(index=False))
+    return 0
+
+
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from clipwise.ensemble import build_ensemble
 
@@ -366,6 +379,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="markdown", choices=["markdown", "csv"])
     s.add_argument("--out", help="folder for leaderboard.md, leaderboard.csv and leaderboard.png")
     s.set_defaults(fn=cmd_compare)
+
+    s = sub.add_parser("sweep", help="search config values with Optuna (grid, random or TPE), resumable")
+    s.add_argument("--data", required=True, help="manifest CSV")
+    s.add_argument("--space", required=True, help="YAML: config key -> list of values or {low, high, log}")
+    s.add_argument("--out", required=True, help="sweep folder (study.db, trial_<n>/, leaderboard); re-run to continue")
+    s.add_argument("--trials", type=int, help="finished trials to reach (default: the grid size, or 20)")
+    s.add_argument("--sampler", default="tpe", choices=["grid", "random", "tpe"])
+    s.add_argument("--metric", help="validation metric to optimise (default: the config's monitor)")
+    s.add_argument("--seed", type=int, default=0, help="sampler seed")
+    s.add_argument("--model", help="model name for every trial")
+    s.add_argument("--config", help="base YAML config")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--test-fold", type=int)
+    s.add_argument("--skip-bad", action="store_true")
+    s.add_argument("--allow-leakage", action="store_true")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="base config overrides")
+    s.set_defaults(fn=cmd_sweep)
 
     s = sub.add_parser("ensemble", help="combine finished runs (same labels and split) into one model")
     s.add_argument("runs", nargs="+", help="run folders")

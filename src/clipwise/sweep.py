@@ -1,0 +1,216 @@
+"""``clipwise sweep``: search over any config keys with Optuna, resumable, shareable between processes.
+
+The search space is a YAML mapping of dotted config keys to either a list of values (categorical) or a range
+``{low, high, log: true|false, step}`` (float, or int when both ends are ints)::
+
+    data.pad_mode: [zeros, wrap, reflect]
+    data.clip_seconds: [1.0, 2.0, 4.0]
+    frontend.n_mels: [32, 64, 128]
+    optim.lr: {low: 3.0e-4, high: 3.0e-3, log: true}
+
+Each trial is an ordinary run folder (``trial_<n>/``), trained with the base config plus the trial's values.
+The objective is a *validation* score (the test split is reported beside it, never used to choose). The study
+lives in ``study.db`` (SQLite) in the sweep folder: re-running the same command continues it, a trial cut off
+by a killed process is failed and its values are tried again, and several processes (or machines sharing the
+file system) can work on one study at once. The leaderboard (markdown and CSV) is rewritten after every trial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from clipwise.config import Config, load_config
+from clipwise.errors import ConfigError
+from clipwise.run import atomic_write_text
+
+SAMPLERS = ("grid", "random", "tpe")
+
+
+def load_space(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a search space file (see the module docstring).
+
+    Raises:
+        ConfigError: not a mapping, an unknown config key, or a range without low/high.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"search space file not found: {p}")
+    try:
+        space = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"search space {p} is not valid YAML: {e}") from None
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(f"search space {p} must map config keys to lists of values or {{low, high}} ranges")
+    for key, dom in space.items():
+        if isinstance(dom, dict):
+            if not {"low", "high"} <= set(dom) or set(dom) - {"low", "high", "log", "step"}:
+                raise ConfigError(f"search space key {key!r}: a range needs low and high (optional log, step), "
+                                  f"got {sorted(dom)}")
+        elif not isinstance(dom, list) or not dom:
+            raise ConfigError(f"search space key {key!r} must be a non-empty list or a {{low, high}} range")
+        first = dom["low"] if isinstance(dom, dict) else dom[0]
+        load_config(overrides={key: first})  # an unknown key or a wrong type is an error now, not in trial 7
+    return space
+
+
+def _suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
+    values = {}
+    for key, dom in space.items():
+        if isinstance(dom, list):
+            # Optuna stores categorical choices as str/int/float/bool/None; tuples travel as their YAML text
+            choices = [yaml.safe_dump(c, default_flow_style=True).strip() if isinstance(c, (list, dict)) else c
+                       for c in dom]
+            v = trial.suggest_categorical(key, choices)
+            values[key] = yaml.safe_load(v) if isinstance(dom[choices.index(v)], (list, dict)) else v
+        elif isinstance(dom["low"], int) and isinstance(dom["high"], int) and not isinstance(dom["low"], bool):
+            values[key] = trial.suggest_int(key, dom["low"], dom["high"], log=bool(dom.get("log")),
+                                            step=int(dom.get("step", 1)))
+        else:
+            values[key] = trial.suggest_float(key, float(dom["low"]), float(dom["high"]), log=bool(dom.get("log")),
+                                              step=dom.get("step"))
+    return values
+
+
+def _grid(space: dict[str, Any]) -> dict[str, list]:
+    bad = [k for k, d in space.items() if not isinstance(d, list)]
+    if bad:
+        raise ConfigError(f"a grid search needs lists of values, but {bad} are ranges; list values or use "
+                          "--sampler random|tpe")
+    return {k: [yaml.safe_dump(c, default_flow_style=True).strip() if isinstance(c, (list, dict)) else c
+                for c in d] for k, d in space.items()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fail_dead_trials(study) -> int:
+    """Fail RUNNING trials whose process (on this machine) is gone, and queue their values again."""
+    import optuna
+
+    host = socket.gethostname()
+    revived = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get("host") == host and not _alive(int(t.user_attrs.get("pid", -1))):
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+            revived += 1
+    return revived
+
+
+def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, trials: int | None = None,
+              sampler: str = "tpe", metric: str | None = None, seed: int = 0) -> pd.DataFrame:
+    """Run (or continue) a sweep; returns the leaderboard, best first.
+
+    Args:
+        config: the base config (``data.manifest`` set).
+        space: from :func:`load_space`.
+        out: the sweep folder (study.db, trial_<n>/, leaderboard.md / .csv).
+        trials: completed trials to reach (default: the grid's size for ``grid``, else 20).
+        sampler: ``grid``, ``random`` or ``tpe``.
+        metric: validation metric to optimise (default: the config's monitor).
+        seed: the sampler's seed.
+    """
+    import optuna
+
+    from clipwise.classical import is_classical, train_classical
+    from clipwise.train.fit import train
+
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    out = Path(out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    metric = (metric or (config.train.monitor if config.train.monitor != "auto" else "val_accuracy"))
+    metric = metric.removeprefix("val_")
+    direction = "minimize" if "loss" in metric else "maximize"
+    if sampler == "grid":
+        grid = _grid(space)
+        chosen = optuna.samplers.GridSampler(grid, seed=seed)
+        size = 1
+        for v in grid.values():
+            size *= len(v)
+        trials = trials or size
+    else:
+        chosen = optuna.samplers.RandomSampler(seed=seed) if sampler == "random" else optuna.samplers.TPESampler(seed=seed)
+        trials = trials or 20
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}", engine_kwargs={"connect_args": {"timeout": 60}})
+    study = optuna.create_study(study_name="clipwise", storage=storage, sampler=chosen, direction=direction,
+                                load_if_exists=True)
+    stored = study.user_attrs.get("space")
+    if stored is not None and stored != json.loads(json.dumps(space)):
+        raise ConfigError(f"{out} holds a sweep over another search space; use another --out")
+    study.set_user_attr("space", json.loads(json.dumps(space)))
+    study.set_user_attr("metric", metric)
+    revived = _fail_dead_trials(study)
+    if revived:
+        print(f"{revived} trial(s) cut off earlier will be tried again", flush=True)
+    fit = train_classical if is_classical(config.model.name) else train
+
+    def objective(trial) -> float:
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        values = _suggest(trial, space)
+        cfg = load_config(base=config.to_dict(), overrides=values)
+        run_dir = out / f"trial_{trial.number:03d}"
+        trial.set_user_attr("run", run_dir.name)
+        print(f"trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in values.items()), flush=True)
+        fit(cfg, out=run_dir)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        for split in ("test", "train_clean"):
+            if metric in (summary.get(split) or {}):
+                trial.set_user_attr(f"{split}_{metric}", summary[split][metric])
+        value = (summary.get("val") or {}).get(metric)
+        if value is None:
+            raise ConfigError(f"trial {trial.number} has no validation {metric!r} to optimise")
+        return float(value)
+
+    def after(study, trial) -> None:
+        write_leaderboard(study, out)
+
+    done = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    if done < trials:
+        study.optimize(objective, n_trials=trials - done, catch=(ConfigError, FloatingPointError),
+                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,)),
+                                  after])
+    return write_leaderboard(study, out)
+
+
+def write_leaderboard(study, out: Path) -> pd.DataFrame:
+    """leaderboard.csv and leaderboard.md of the finished trials, best validation score first."""
+    import optuna
+
+    metric = study.user_attrs.get("metric", "accuracy")
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        rows.append({"trial": t.number, "run": t.user_attrs.get("run"), f"val_{metric}": t.value,
+                     f"test_{metric}": t.user_attrs.get(f"test_{metric}"),
+                     f"train_clean_{metric}": t.user_attrs.get(f"train_clean_{metric}"),
+                     "minutes": round((t.duration.total_seconds() if t.duration else 0) / 60, 2), **t.params})
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame = frame.sort_values(f"val_{metric}", ascending=study.direction.name == "MINIMIZE", kind="stable")
+    atomic_write_text(out / "leaderboard.csv", frame.to_csv(index=False))
+    failed = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
+    lines = [f"# Sweep leaderboard ({len(frame)} finished trials, {failed} failed)", "",
+             f"Ranked by validation {metric}; the test column is reported, never used to choose.", ""]
+    if len(frame):
+        cols = list(frame.columns)
+        lines += ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
+        for _, r in frame.iterrows():
+            lines.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r) + " |")
+    atomic_write_text(out / "leaderboard.md", "\n".join(lines) + "\n")
+    return frame.reset_index(drop=True)

@@ -1,0 +1,82 @@
+"""`clipwise sweep`: a grid of 4 trials on synthetic data, interrupted after 2 and resumed; a trial cut off by a
+killed process is tried again; the search space is checked before any training."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import optuna
+import pandas as pd
+import pytest
+
+SPACE = "data.pad_mode: [zeros, wrap]\nfrontend.n_mels: [32, 48]\n"
+
+
+@pytest.fixture
+def space(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE)
+    return path
+
+
+def _sweep(cli, manifest, space, out, tiny, *extra):
+    return cli("sweep", "--data", manifest, "--space", space, "--out", out, "--sampler", "grid", "--epochs", "1",
+               *extra, *tiny)
+
+
+def test_a_grid_sweep_resumes_after_an_interruption(synth_manifest, space, tmp_path, cli, tiny):
+    out = tmp_path / "sweep"
+    r = _sweep(cli, synth_manifest, space, out, tiny, "--trials", "2")
+    assert r.rc == 0, r.err
+    assert len(pd.read_csv(out / "leaderboard.csv")) == 2
+    r = _sweep(cli, synth_manifest, space, out, tiny)  # the grid's size (4) is the default
+    assert r.rc == 0, r.err
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert len(board) == 4 and sorted(board["trial"]) == [0, 1, 2, 3]
+    combos = set(zip(board["data.pad_mode"], board["frontend.n_mels"]))
+    assert combos == {("zeros", 32), ("zeros", 48), ("wrap", 32), ("wrap", 48)}
+    assert sorted(p.name for p in out.glob("trial_*")) == [f"trial_{i:03d}" for i in range(4)]
+    import yaml
+
+    cfg = yaml.safe_load((out / "trial_003" / "config.yaml").read_text())
+    row = board[board["trial"] == 3].iloc[0]
+    assert (cfg["data"]["pad_mode"], cfg["frontend"]["n_mels"]) == (row["data.pad_mode"], row["frontend.n_mels"])
+    assert board["val_accuracy"].is_monotonic_decreasing
+    assert "Ranked by validation accuracy" in (out / "leaderboard.md").read_text()
+
+
+def test_a_trial_of_a_killed_process_is_tried_again(synth_manifest, space, tmp_path, cli, tiny):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    storage = f"sqlite:///{out / 'study.db'}"
+    study = optuna.create_study(study_name="clipwise", storage=storage, direction="maximize")
+    import socket
+
+    trial = study.ask({"data.pad_mode": optuna.distributions.CategoricalDistribution(["zeros", "wrap"]),
+                       "frontend.n_mels": optuna.distributions.CategoricalDistribution([32, 48])})
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", dead.pid)
+    params = trial.params
+    r = _sweep(cli, synth_manifest, space, out, tiny, "--trials", "1", "--sampler", "random")
+    assert r.rc == 0, r.err
+    assert "1 trial(s) cut off earlier will be tried again" in r.out
+    study = optuna.load_study(study_name="clipwise", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states[0] == optuna.trial.TrialState.FAIL
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 1 and done[0].params == params
+
+
+def test_the_search_space_is_checked_first(synth_manifest, tmp_path, cli, tiny):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim.lrr: [0.1, 0.01]\n")
+    r = cli("sweep", "--data", synth_manifest, "--space", bad, "--out", tmp_path / "s", *tiny)
+    assert r.rc == 2 and "optim.lrr" in r.err and "optim.lr" in r.err
+    rng = tmp_path / "range.yaml"
+    rng.write_text("optim.lr: {low: 0.001, high: 0.01, log: true}\n")
+    r = cli("sweep", "--data", synth_manifest, "--space", rng, "--out", tmp_path / "s2", "--sampler", "grid", *tiny)
+    assert r.rc == 2 and "grid search needs lists" in r.err
+    assert not (tmp_path / "s").exists() or not list((tmp_path / "s").glob("trial_*"))
