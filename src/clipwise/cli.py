@@ -41,11 +41,40 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from clipwise.models import list_models
 
+    if args.compare or args.use_case:
+        return _compare_models(args)
     print(f"{'name':26s} {'family':14s} description")
     for entry in list_models():
         default = " (default)" if entry.name == "audiocnn" else ""
         print(f"{entry.name:26s} {entry.family:14s} {entry.description}{default}")
     print("\nAny other timm model name also works as a backbone (see timm.list_models()).")
+    return 0
+
+
+def _compare_models(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from clipwise.frontends import n_frames, stft_sizes
+    from clipwise.models.compare import as_rows, measure_models, recommend
+
+    sr = args.sample_rate
+    _, hop, _ = stft_sizes(sample_rate=sr, win_ms=25.0, hop_ms=10.0, n_fft=None)
+    size = (args.n_mels, n_frames(int(args.seconds * sr), hop))
+    names = args.only.split(",") if args.only else None
+    print(f"measuring on a {size[0]} x {size[1]} spectrogram ({args.seconds} s at {sr} Hz, {args.n_mels} mels), "
+          f"{__import__('torch').get_num_threads()} torch threads ...", flush=True)
+    measures = measure_models(names, input_size=size, batch=args.batch, runs=args.runs)
+    frame = pd.DataFrame(as_rows(measures))
+    frame["MMACs"] = (frame["macs"] / 1e6).round(1)
+    cols = ["name", "family", "params", "MMACs", "latency_ms_b1", "latency_ms_b32", "activation_mib", "accuracy",
+            "accuracy_runs"]
+    print(frame[cols].round(3).to_string(index=False))
+    if args.out:
+        frame.to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
+    if args.use_case:
+        best, why = recommend(measures, args.use_case)
+        print(f"\nrecommended for {args.use_case}: {best.name} - {why}")
     return 0
 
 
@@ -304,7 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("datasets", help="list dataset recipes")
     s.set_defaults(fn=cmd_datasets)
-    s = sub.add_parser("models", help="list registered models")
+    s = sub.add_parser("models", help="list registered models; --compare measures them")
+    s.add_argument("--compare", action="store_true", help="measure parameters, MACs, latency and memory")
+    s.add_argument("--use-case", choices=["accuracy", "speed", "balanced", "edge"], help="recommend a model")
+    s.add_argument("--runs", nargs="*", default=[], help="folders searched for run summaries (accuracy per model)")
+    s.add_argument("--only", help="comma-separated model names to measure (default: all)")
+    s.add_argument("--seconds", type=float, default=5.0, help="clip length of the measured input")
+    s.add_argument("--sample-rate", type=int, default=16000)
+    s.add_argument("--n-mels", type=int, default=64)
+    s.add_argument("--batch", type=int, default=32, help="the larger batch size timed")
+    s.add_argument("--out", help="CSV file for the measurements")
     s.set_defaults(fn=cmd_models)
     s = sub.add_parser("config", help="print every config key with its default")
     s.set_defaults(fn=cmd_config)
