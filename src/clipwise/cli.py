@@ -303,6 +303,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from clipwise.train.lr_find import lr_range_test
+
+    config = _config_from_args(args)
+    result = lr_range_test(config, out=args.out, start=args.start, end=args.end, steps=args.steps)
+    print(f"learning-rate range test over {result['steps_run']} steps: lowest smoothed loss at "
+          f"{result['min_loss_lr']:.3g}, steepest descent at {result['steepest_lr']:.3g}")
+    print(f"suggested: optim.lr={result['suggested_lr']:.2g}  (curve: {Path(args.out) / 'lr_find.png'})")
+    return 0
+
+
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from clipwise.ensemble import build_ensemble
 
@@ -434,6 +445,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-leakage", action="store_true")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="base config overrides")
     s.set_defaults(fn=cmd_sweep)
+
+    s = sub.add_parser("lr-find", help="learning-rate range test on your data: the loss curve and a suggestion")
+    s.add_argument("--data", required=True, help="manifest CSV")
+    s.add_argument("--model", help="model name")
+    s.add_argument("--config", help="YAML config file")
+    s.add_argument("--out", default="runs/lr_find", help="folder for lr_find.csv and lr_find.png")
+    s.add_argument("--start", type=float, default=1e-6)
+    s.add_argument("--end", type=float, default=1.0)
+    s.add_argument("--steps", type=int, default=100)
+    s.add_argument("--skip-bad", action="store_true")
+    s.add_argument("--allow-leakage", action="store_true")
+    s.add_argument("overrides", nargs="*", metavar="key=value")
+    s.set_defaults(fn=cmd_lr_find)
 
     s = sub.add_parser("ensemble", help="combine finished runs (same labels and split) into one model")
     s.add_argument("runs", nargs="+", help="run folders")

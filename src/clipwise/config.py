@@ -112,6 +112,16 @@ class AugmentConfig(_Section):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
 
 
+class PhaseConfig(_Section):
+    """One phase of a fit_one_cycle-style plan: its own one-cycle learning-rate schedule."""
+
+    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0, description="peak learning rate of this phase (of the classifier head)")
+    freeze: Literal["none", "backbone"] = Field("none", description="backbone: train only the classifier head")
+    backbone_lr_factor: float = Field(1.0, gt=0, le=1, description="the backbone's lr relative to the head's")
+    pct_start: float = Field(0.25, gt=0, lt=1, description="share of the phase spent warming up")
+
+
 class OptimConfig(_Section):
     """AdamW with a warmup and a decay schedule, stepped per batch."""
 
@@ -121,6 +131,10 @@ class OptimConfig(_Section):
     schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
     warmup_epochs: float = Field(2.0, ge=0)
     min_lr_ratio: float = Field(0.01, ge=0, le=1)
+    phases: list[PhaseConfig] = Field(
+        default_factory=list, description="fit_one_cycle-style phases (epochs, lr, freeze, backbone_lr_factor); "
+        "when set they replace schedule, lr and train.epochs (their epochs add up)"
+    )
 
 
 class TrainConfig(_Section):

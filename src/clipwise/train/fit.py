@@ -158,7 +158,13 @@ def prepare_data(config: Config, run: RunFolder | None) -> PreparedData:
         targets[split] = encode_targets(part, labels, multi_label=multi)
     if config.data.clip_seconds == "auto":
         config.data.clip_seconds = auto_clip_seconds(stores["train"].durations())
-    if config.train.epochs == "auto":
+    if config.optim.phases:
+        planned = sum(ph.epochs for ph in config.optim.phases)
+        if config.train.epochs not in ("auto", planned):
+            raise ConfigError(f"train.epochs={config.train.epochs} disagrees with optim.phases, whose epochs add up "
+                              f"to {planned}; leave train.epochs out")
+        config.train.epochs = planned
+    elif config.train.epochs == "auto":
         config.train.epochs = auto_epochs(len(targets["train"]), config.data.batch_size)
     return PreparedData(df, labels, stores, targets, bad, leakage)
 

@@ -36,14 +36,56 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_ratio: 
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def parameter_groups(model: nn.Module, weight_decay: float, *, include_frozen: bool = False) -> list[dict[str, Any]]:
     """No weight decay on biases and norm parameters (decaying them only hurts)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
+        if not p.requires_grad and not include_frozen:
             continue
         (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def head_parameters(backbone: nn.Module) -> list[nn.Parameter]:
+    """The classifier's parameters: timm's ``get_classifier()``, a ``head`` module, else the last linear layer."""
+    if hasattr(backbone, "get_classifier"):
+        head = backbone.get_classifier()
+        if isinstance(head, nn.Module):
+            return list(head.parameters())
+    if isinstance(getattr(backbone, "head", None), nn.Module):
+        return list(backbone.head.parameters())
+    linears = [m for m in backbone.modules() if isinstance(m, nn.Linear)]
+    return list(linears[-1].parameters()) if linears else []
+
+
+def phase_of_epoch(phases: list[dict[str, Any]], epoch: int) -> int:
+    """Index of the phase an epoch falls in (the last phase for epochs beyond the plan)."""
+    end = 0
+    for i, ph in enumerate(phases):
+        end += ph["epochs"]
+        if epoch < end:
+            return i
+    return len(phases) - 1
+
+
+def phase_lr(phases: list[dict[str, Any]], step: int, *, steps_per_epoch: int, head: bool, min_ratio: float) -> float:
+    """Learning rate at ``step`` under ``phases``: each phase a one-cycle schedule of its own (linear warm-up over
+    ``pct_start`` of it from lr/25, cosine decay to ``lr * min_ratio``); the backbone (all but the classifier head)
+    runs at ``lr * backbone_lr_factor``."""
+    start = 0
+    for i, ph in enumerate(phases):
+        n = max(1, ph["epochs"] * steps_per_epoch)
+        if step < start + n or i == len(phases) - 1:
+            local = min(step - start, n - 1)
+            warm = max(1, int(ph.get("pct_start", 0.25) * n))
+            if local < warm:
+                f = 1 / 25 + (1 - 1 / 25) * local / warm
+            else:
+                progress = (local - warm) / max(1, n - 1 - warm)  # the last step reaches the floor
+                f = min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+            return ph["lr"] * f * (1.0 if head else ph.get("backbone_lr_factor", 1.0))
+        start += n
+    return 0.0  # pragma: no cover - the loop always returns
 
 
 class ClassifierModule(L.LightningModule):
@@ -108,6 +150,18 @@ class ClassifierModule(L.LightningModule):
     # -- training ----------------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         wave, target = batch
+        loss = self.batch_loss(wave, target)
+        if not torch.isfinite(loss):
+            # stop cleanly rather than crash: the checkpoints and metrics so far stay usable, and the report
+            # says what happened; returning None skips this step's backward and optimiser update
+            self._stop_diverged(f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
+                                f"batch {batch_idx}")
+            return None
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(wave))
+        return loss
+
+    def batch_loss(self, wave: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The training loss of one batch, with every augmentation (also used by the learning-rate finder)."""
         spec = self.specaugment(self.model.spectrogram(wave, self.mel_augment))
         if self.multi_label:
             loss = self._multilabel_loss(spec, target.float())
@@ -121,13 +175,6 @@ class ClassifierModule(L.LightningModule):
             logits = self.model.forward_spec(spec)
             loss = nn.functional.cross_entropy(logits.float(), target, weight=self.class_weights,
                                                label_smoothing=self.label_smoothing)
-        if not torch.isfinite(loss):
-            # stop cleanly rather than crash: the checkpoints and metrics so far stay usable, and the report
-            # says what happened; returning None skips this step's backward and optimiser update
-            self._stop_diverged(f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
-                                f"batch {batch_idx}")
-            return None
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(wave))
         return loss
 
     def _multilabel_loss(self, spec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -168,8 +215,41 @@ class ClassifierModule(L.LightningModule):
             outputs.clear()
 
     # -- optimisation ------------------------------------------------------------------------------------------
+    # -- phases (fit_one_cycle style): each its own one-cycle schedule, optionally with a frozen backbone -------
+    def on_train_epoch_start(self) -> None:
+        phases = self.hparams.config["optim"].get("phases") or []
+        if not phases:
+            return
+        phase = phase_of_epoch(phases, self.current_epoch)
+        frozen = phases[phase].get("freeze") == "backbone"
+        head = {id(p) for p in head_parameters(self.model.backbone)}
+        for p in self.model.backbone.parameters():
+            if id(p) not in head:
+                p.requires_grad_(not frozen)
+
+    def _phase_optimizers(self, opt_cfg: dict[str, Any]):
+        phases = opt_cfg["phases"]
+        head = {id(p) for p in head_parameters(self.model.backbone)}
+        groups = []
+        for group in parameter_groups(self.model, opt_cfg["weight_decay"], include_frozen=True):
+            for is_head in (True, False):
+                params = [p for p in group["params"] if (id(p) in head) == is_head]
+                if params:
+                    groups.append({**group, "params": params, "lr": 1.0, "is_head": is_head})
+        optimizer = torch.optim.AdamW(groups, lr=1.0, betas=tuple(opt_cfg["betas"]))
+        steps = self.hparams.steps_per_epoch
+
+        def factor(is_head: bool):
+            return lambda step: phase_lr(phases, step, steps_per_epoch=steps, head=is_head,
+                                         min_ratio=opt_cfg["min_lr_ratio"])
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(g["is_head"]) for g in groups])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
     def configure_optimizers(self):
         opt_cfg = self.hparams.config["optim"]
+        if opt_cfg.get("phases"):
+            return self._phase_optimizers(opt_cfg)
         epochs = self.hparams.config["train"]["epochs"]
         optimizer = torch.optim.AdamW(
             parameter_groups(self.model, opt_cfg["weight_decay"]), lr=opt_cfg["lr"], betas=tuple(opt_cfg["betas"])

@@ -1,0 +1,79 @@
+"""fit_one_cycle-style phases (own schedules, frozen backbone) and the learning-rate range test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from clipwise.train.lr_find import suggest
+from clipwise.train.module import head_parameters, phase_lr, phase_of_epoch
+
+PHASES = [{"epochs": 2, "lr": 1e-2, "freeze": "backbone", "pct_start": 0.25},
+          {"epochs": 3, "lr": 1e-3, "backbone_lr_factor": 0.1, "pct_start": 0.25}]
+
+
+def test_each_phase_is_a_one_cycle_of_its_own():
+    steps = 10  # per epoch: phase 1 = steps 0-19, phase 2 = steps 20-49
+    lr = [phase_lr(PHASES, s, steps_per_epoch=steps, head=True, min_ratio=0.01) for s in range(50)]
+    assert lr[0] == pytest.approx(1e-2 / 25) and max(lr[:20]) == pytest.approx(1e-2)
+    assert lr[19] < 1e-3 and lr[20] == pytest.approx(1e-3 / 25)  # phase 2 warms up again from its own lr / 25
+    assert max(lr[20:]) == pytest.approx(1e-3) and lr[49] == pytest.approx(1e-5, rel=0.2)
+    body = phase_lr(PHASES, 30, steps_per_epoch=steps, head=False, min_ratio=0.01)
+    assert body == pytest.approx(0.1 * phase_lr(PHASES, 30, steps_per_epoch=steps, head=True, min_ratio=0.01))
+    assert [phase_of_epoch(PHASES, e) for e in range(7)] == [0, 0, 1, 1, 1, 1, 1]
+
+
+def test_the_head_is_found_for_builtin_and_timm_backbones():
+    from clipwise.models import create_backbone
+
+    for name in ("audiocnn_small", "crnn", "resnet18"):
+        net = create_backbone(name, num_classes=7, input_size=(32, 64))
+        head = head_parameters(net)
+        assert head and any(p.shape[0] == 7 for p in head), name
+
+
+def test_a_frozen_phase_trains_only_the_head(synth_manifest, tmp_path, cli, tiny):
+    import json
+
+    phases = json.dumps([{"epochs": 1, "lr": 0.01, "freeze": "backbone"}]).replace(" ", "")
+    r = cli("train", "--data", synth_manifest, "--out", tmp_path / "run", *tiny, f"optim.phases={phases}",
+            "augment.mixup_alpha=0")
+    assert r.rc == 0, r.err
+    from clipwise.train.module import ClassifierModule
+
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    torch.manual_seed(0)
+    import lightning as L
+
+    L.seed_everything(0, verbose=False)
+    fresh = ClassifierModule(ckpt["hyper_parameters"]["spec"], ckpt["hyper_parameters"]["config"], 1)
+    trained = ckpt["state_dict"]
+    head = {n for n, p in fresh.named_parameters() if any(p is h for h in head_parameters(fresh.model.backbone))}
+    moved = {n for n, p in fresh.named_parameters() if not torch.equal(p.detach(), trained[n])}
+    assert moved and moved <= head, sorted(moved - head)[:5]
+    assert pd.read_csv(tmp_path / "run" / "metrics.csv")["epoch"].tolist() == [0]
+
+
+def test_epochs_that_disagree_with_the_phases_are_refused(synth_manifest, tmp_path, cli, tiny):
+    r = cli("train", "--data", synth_manifest, "--out", tmp_path / "run", "--epochs", "3", *tiny,
+            'optim.phases=[{"epochs":1,"lr":0.01}]')
+    assert r.rc == 2 and "disagrees with optim.phases" in r.err
+
+
+def test_suggestions_from_a_range_test_curve():
+    lrs = np.logspace(-6, 0, 61)
+    # flat, a steep fall centred at 1e-3, a minimum near 1e-2, then an explosion
+    loss = 2.0 - 1.5 / (1 + np.exp(-(np.log10(lrs) + 3) * 4)) + np.where(lrs > 1e-2, (np.log10(lrs) + 2) ** 2, 0)
+    s = suggest(lrs, loss)
+    assert 5e-4 < s["steepest_lr"] < 2e-3
+    assert 5e-3 < s["min_loss_lr"] < 2e-2 and s["suggested_lr"] == pytest.approx(s["min_loss_lr"] / 10)
+
+
+def test_lr_find_cli_writes_the_curve(synth_manifest, tmp_path, cli, tiny):
+    r = cli("lr-find", "--data", synth_manifest, "--out", tmp_path / "lr", "--steps", "12", *tiny)
+    assert r.rc == 0, r.err
+    frame = pd.read_csv(tmp_path / "lr" / "lr_find.csv")
+    assert 3 <= len(frame) <= 12 and frame["lr"].is_monotonic_increasing
+    assert "suggested: optim.lr=" in r.out and (tmp_path / "lr" / "lr_find.png").stat().st_size > 0
