@@ -89,14 +89,25 @@ def test_forward_backward_gives_finite_logits_and_gradients(model, frontend):
 
 @pytest.mark.parametrize("model", MODEL_NAMES)
 def test_eval_mode_output_is_deterministic(model):
-    clf = _build(model).eval()
+    clf = _build(model)
+    _fit_norm(clf)
+    with torch.no_grad():  # running statistics of real input: a deep net at its initial ones overflows float32
+        for m in clf.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.momentum = None  # a cumulative average: one pass sets the statistics
+        clf.train()
+        for seed in range(3, 11):  # sixteen clips: statistics that a deep net's eval mode can live with
+            clf(_waves(seed=seed))
+    clf.eval()
     with torch.no_grad():
         first, second = clf(_waves()), clf(_waves())
     assert torch.equal(first, second)
     # batch statistics must not leak between examples in eval mode
     with torch.no_grad():
         alone = clf(_waves()[:1])
-    torch.testing.assert_close(alone[0], first[0], atol=1e-4, rtol=1e-4)
+    # (relative 1e-3: deep untrained nets give logits in the thousands, where batch-size-dependent kernels differ in
+    # the last float digits; a leak of batch statistics differs in the first)
+    torch.testing.assert_close(alone[0], first[0], atol=1e-4, rtol=1e-3)
 
 
 @pytest.mark.parametrize(("model", "frontend"), CASES)

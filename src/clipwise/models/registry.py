@@ -34,10 +34,47 @@ _ENTRIES: dict[str, ModelEntry] = {}
 # timm backbones that are tested on spectrograms and listed by `clipwise models`; any other timm name works too
 TESTED_TIMM_MODELS = {
     "resnet18": "ResNet-18 (11 M params)",
+    "resnet50": "ResNet-50 (23.5 M params)",
     "mobilenetv4_conv_small": "MobileNetV4 conv small (2.5 M params), fast on CPU",
     "efficientnet_b0": "EfficientNet-B0 (4 M params)",
+    "tf_efficientnetv2_b0": "EfficientNetV2-B0 (5.9 M params)",
+    "efficientnetv2_rw_s": "EfficientNetV2-S (22 M params)",
     "regnety_008": "RegNetY-800MF (5.5 M params)",
+    "deit_tiny_patch16_224": "DeiT-Tiny ViT (5.4 M params); patch grid set from the spectrogram size",
+    "convit_tiny": "ConViT-Tiny (5.4 M params); patch grid set from the spectrogram size",
+    "swinv2_cr_tiny_ns_224": "Swin Transformer V2 tiny (27.6 M params)",
 }
+
+
+def _runs_at(model: nn.Module, size: tuple[int, int]) -> bool:
+    import torch
+
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 1, *size))
+        return True
+    except (RuntimeError, AssertionError):
+        return False
+    finally:
+        model.train()
+
+
+class _PadToGrid(nn.Module):
+    """Pads a spectrogram (with 0, the normalised mean) up to the size a patch-based transformer was built for,
+    so that inputs whose bins or frames are not a multiple of the patch size keep every frame."""
+
+    def __init__(self, model: nn.Module, size: tuple[int, int]):
+        super().__init__()
+        self.model, self.size = model, tuple(size)
+
+    def forward(self, x):
+        pad_f, pad_t = self.size[0] - x.shape[2], self.size[1] - x.shape[3]
+        if pad_f > 0 or pad_t > 0:
+            x = nn.functional.pad(x, (0, max(0, pad_t), 0, max(0, pad_f)))
+        return self.model(x)
+
+    def get_classifier(self):
+        return self.model.get_classifier()
 
 
 def register_model(name: str, *, family: str, description: str) -> Callable:
@@ -91,7 +128,20 @@ def _timm_backbone(
     try:
         try:
             # transformers need the (non-square) spectrogram size to build their patch grid; CNNs reject it
-            return timm.create_model(name, pretrained=pretrained, img_size=tuple(input_size), **kwargs)
+            model = timm.create_model(name, pretrained=pretrained, img_size=tuple(input_size), **kwargs)
+            patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+            if patch is not None:
+                p = tuple(patch) if isinstance(patch, (tuple, list)) else (patch, patch)
+                grid = tuple(-(-s // q) * q for s, q in zip(input_size, p))
+                if grid != tuple(input_size):  # the patch grid must cover the whole input: build for the padded size
+                    model = timm.create_model(name, pretrained=pretrained, img_size=grid, **kwargs)
+                if not _runs_at(model, grid):
+                    # some transformers (ConViT's gated positional attention) only work on a square patch grid
+                    grid = (max(grid), max(grid))
+                    model = timm.create_model(name, pretrained=pretrained, img_size=grid, **kwargs)
+                if grid != tuple(input_size):
+                    model = _PadToGrid(model, grid)
+            return model
         except TypeError as e:
             if "img_size" not in str(e):
                 raise
