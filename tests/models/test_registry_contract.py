@@ -263,3 +263,25 @@ def test_pretrained_builtin_raises_config_error(model):
         _build(model, pretrained=True)
     with pytest.raises(ConfigError, match="without pretrained weights"):
         create_backbone(model, num_classes=2, input_size=(32, 51), pretrained=True)
+
+
+def test_vit_weights_from_a_local_file_load_onto_a_non_square_spectrogram(tmp_path):
+    """ImageNet-style weights (3 channels, 224 x 224 grid) from a local file: the patch embedding is summed to one
+    channel and the position embeddings resized to the spectrogram's patch grid (no network needed)."""
+    import timm
+
+    torch.manual_seed(0)
+    source = timm.create_model("deit_tiny_patch16_224", num_classes=1000)
+    torch.save(source.state_dict(), tmp_path / "deit.pth")
+    net = create_backbone("deit_tiny_patch16_224", num_classes=3, input_size=(64, 500), pretrained=True,
+                          pretrained_cfg_overlay={"file": str(tmp_path / "deit.pth")})
+    inner = net.model if hasattr(net, "model") else net
+    assert inner.pos_embed.shape[1] == 1 + 4 * 32  # (64 / 16) x (512 / 16) patches: 500 frames padded to 512
+    torch.testing.assert_close(inner.patch_embed.proj.weight[:, 0], source.patch_embed.proj.weight.sum(1))
+    assert net(torch.randn(2, 1, 64, 500)).shape == (2, 3)
+
+
+def test_missing_pretrained_weights_say_how_to_supply_a_file(tmp_path):
+    with pytest.raises(ConfigError, match="pretrained_cfg_overlay"):
+        create_backbone("deit_tiny_patch16_224", num_classes=3, input_size=(64, 96), pretrained=True,
+                        pretrained_cfg_overlay={"file": str(tmp_path / "missing.pth")})
