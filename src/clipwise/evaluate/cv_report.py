@@ -87,6 +87,9 @@ def summarise_cv(root: str | os.PathLike) -> dict:
                     "leakage": (s.get("leakage") or {}).get("train_test", {})}
     stats = {key: mean_interval([f[key] for f in folds.values() if f[key] is not None])
              for key, _ in SCORES if any(f[key] is not None for f in folds.values())}
+    for key, st in stats.items():
+        if key != "loss":  # scores live in [0, 1]; a t-interval does not know that
+            st["ci_low"], st["ci_high"] = max(0.0, st["ci_low"]), min(1.0, st["ci_high"])
     pooled_frame, probs, y, labels = _pooled_predictions(runs)
     pooled = classification_metrics(y, probs, labels=labels)
     hits = int((probs.argmax(axis=1) == y).sum())
