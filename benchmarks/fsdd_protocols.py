@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, run_clipwise  # noqa: E402
+from _common import RESULTS, run_clipwise, save_result  # noqa: E402
 
 
 def main() -> None:
@@ -21,7 +21,15 @@ def main() -> None:
             sys.exit(f"{path} is missing: run benchmarks/{script} first")
     out = RESULTS / "fsdd_protocols"
     run_clipwise(["compare", str(official), str(loso), "--out", str(out)], log=RESULTS / "fsdd_protocols.log")
-    print((out / "leaderboard.md").read_text())
+    import pandas as pd
+
+    board = pd.read_csv(out / "leaderboard.csv")
+    save_result("fsdd_protocols", {
+        "command": "benchmarks/fsdd_protocols.py (clipwise compare benchmarks/results/fsdd_run "
+                   "benchmarks/results/fsdd_loso/cv)",
+        "entries": board[["name", "kind", "accuracy", "std", "ci_low", "ci_high", "n", "shared"]]
+        .fillna("").to_dict(orient="records"),
+    })
 
 
 if __name__ == "__main__":

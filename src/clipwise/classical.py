@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from clipwise._cache import cache_dir
 from clipwise.errors import ConfigError, RunError
+from clipwise.infer.scoring import Scoring
 
 FEATURES = ("logmel", "mfcc", "bands", "cqt", "spectral", "zcr")
 STATS = ("mean", "std", "min", "max", "skew")
@@ -141,18 +143,13 @@ def _summary_features(wave: np.ndarray, sample_rate: int, *, features: tuple[str
     return np.concatenate(parts).astype(np.float32)
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("CLIPWISE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clipwise"
-    return Path(root) / "features"
-
-
 def extract(frame, waves: list[np.ndarray], sample_rate: int, feature_config: dict[str, Any], *,
             progress: bool = False) -> np.ndarray:
     """Feature matrix for the rows of ``frame`` (decoded in ``waves``), cached on disk per row and config."""
     from clipwise.data.manifest import segment_seconds
 
     config_key = json.dumps({**feature_config, "sample_rate": sample_rate}, sort_keys=True)
-    cache = _cache_dir() / hashlib.sha1(config_key.encode()).hexdigest()[:16]
+    cache = cache_dir("features") / hashlib.sha1(config_key.encode()).hexdigest()[:16]
     out = []
     rows = frame.to_dict("records")
     it = zip(rows, waves)
@@ -257,9 +254,11 @@ def train_classical(config, *, out: str | Path | None = None) -> Path:
     return run.root
 
 
-class ClassicalPredictor:
-    """Scores audio with a fitted baseline (``model.joblib``); the interface of :class:`~clipwise.infer.Predictor`
-    that ``evaluate`` and ``predict`` use."""
+class ClassicalPredictor(Scoring):
+    """Scores audio with a fitted baseline (``model.joblib``), with the interface of
+    :class:`~clipwise.infer.predictor.Predictor` that ``evaluate`` and ``predict`` use."""
+
+    multi_label = False
 
     def __init__(self, run_dir: str | Path):
         import joblib
@@ -271,20 +270,9 @@ class ClassicalPredictor:
         self.sample_rate = int(cfg["data"]["sample_rate"])
         self.feature_config = cfg["classical"]
         self.labels = json.loads((run_dir / "labels.json").read_text())
-        self.multi_label = False
 
     def predict_frame(self, df) -> np.ndarray:
         from clipwise.data.dataset import AudioStore
 
         store = AudioStore.load(df, sample_rate=self.sample_rate, progress=True)
         return self.pipeline.predict_proba(extract(df, store.waves, self.sample_rate, self.feature_config))
-
-    def predict_files(self, paths) -> np.ndarray:
-        import pandas as pd
-
-        return self.predict_frame(pd.DataFrame({"path": [str(p) for p in paths]}))
-
-    def top_k(self, probs: np.ndarray, *, k: int = 3) -> list[list[tuple[str, float]]]:
-        k = min(k, probs.shape[1])
-        order = np.argsort(-probs, axis=1)[:, :k]
-        return [[(self.labels[j], float(probs[i, j])) for j in row] for i, row in enumerate(order)]

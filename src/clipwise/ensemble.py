@@ -21,6 +21,7 @@ import numpy as np
 
 from clipwise.errors import ConfigError, RunError
 from clipwise.evaluate.metrics import LOG_LOSS_EPS
+from clipwise.infer.scoring import Scoring
 from clipwise.run import RunFolder
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -134,7 +135,7 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
     return run.root
 
 
-class EnsemblePredictor:
+class EnsemblePredictor(Scoring):
     """Scores audio with every member (each with its own frontend and clip length) and mixes the
     probabilities with the ensemble's weights; the interface of :class:`~clipwise.infer.Predictor`."""
 
@@ -154,10 +155,3 @@ class EnsemblePredictor:
     def predict_frame(self, df) -> np.ndarray:
         return np.tensordot(self.weights, np.stack([m.predict_frame(df) for m in self.members]), axes=1)
 
-    def predict_files(self, paths) -> np.ndarray:
-        import pandas as pd
-
-        return self.predict_frame(pd.DataFrame({"path": [str(p) for p in paths]}))
-
-    def top_k(self, probs: np.ndarray, *, k: int = 3) -> list[list[tuple[str, float]]]:
-        return self.members[0].top_k(probs, k=k)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clipwise._cache import cache_dir
 from clipwise.data._fingerprint import FINGERPRINT_RATE_HZ, Fingerprint, bit_error_rate, fingerprint
 from clipwise.data.audio import audio_info, is_silent, load_audio
 from clipwise.data.manifest import parse_labels, segment_seconds
@@ -122,11 +123,6 @@ def side_column(df: pd.DataFrame) -> str | None:
     return "split" if "split" in df else "fold" if "fold" in df else None
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("CLIPWISE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clipwise"
-    return Path(root) / "check"
-
-
 def _row_key(row: dict) -> tuple:
     return (row["path"], *segment_seconds(row))
 
@@ -184,7 +180,7 @@ def _scan(row_keys: list[tuple], *, progress: bool) -> dict[tuple, dict[str, Any
     by_shard: dict[str, list[tuple]] = defaultdict(list)
     for k, fk in fkeys.items():
         by_shard[fk[:2]].append(k)
-    root = _cache_dir()
+    root = cache_dir("check")
     out: dict[tuple, dict[str, Any]] = {}
     todo: list[tuple] = []
     shards: dict[str, dict[str, dict[str, Any]]] = {}

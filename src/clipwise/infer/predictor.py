@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from clipwise.data.dataset import AudioStore, WindowDataset, aggregate_windows, collate_windows
 from clipwise.errors import AudioError, RunError
+from clipwise.infer.scoring import Scoring
 from clipwise.models.classifier import AudioClassifier
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus", ".m4a")
@@ -37,7 +38,7 @@ def find_audio(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-class Predictor:
+class Predictor(Scoring):
     """Wraps a trained :class:`AudioClassifier` for batch scoring.
 
     A clip is cut into windows of the model's input length (hop = ``hop_fraction`` of it, the last window
@@ -113,16 +114,6 @@ class Predictor:
     def predict_frame(self, df: pd.DataFrame) -> np.ndarray:
         """Probabilities for every row of a manifest frame (``path`` plus optional ``start``/``end``)."""
         return self.predict_store(AudioStore.load(df, sample_rate=self.model.sample_rate, progress=True))
-
-    def predict_files(self, paths: Sequence[str | Path]) -> np.ndarray:
-        """Probabilities for audio files."""
-        return self.predict_frame(pd.DataFrame({"path": [str(p) for p in paths]}))
-
-    def top_k(self, probs: np.ndarray, *, k: int = 3) -> list[list[tuple[str, float]]]:
-        """The ``k`` most probable labels of each row, best first."""
-        k = min(k, probs.shape[1])
-        order = np.argsort(-probs, axis=1)[:, :k]
-        return [[(self.labels[j], float(probs[i, j])) for j in row] for i, row in enumerate(order)]
 
 
 def _run_hop_fraction(run_dir: Path | None) -> float:

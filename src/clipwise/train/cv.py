@@ -11,7 +11,6 @@ trains, so a leaking fold is refused before hours are spent on the others.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -24,13 +23,6 @@ from clipwise.errors import ConfigError, LeakageError, ManifestError
 from clipwise.run import RunFolder
 
 FOLDS_FILE = "folds.csv"
-
-
-def default_cv_dir(config: Config) -> Path:
-    stem = Path(config.data.manifest).stem if config.data.manifest else "data"
-    if stem == "manifest" and config.data.manifest:
-        stem = Path(config.data.manifest).parent.name
-    return Path("runs") / f"{stem}-{config.model.name}-cv-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def fold_manifest(config: Config, out: Path, *, k: int | None) -> tuple[Path, list[int]]:
@@ -110,13 +102,13 @@ def cross_validate(config: Config, *, out: str | Path | None = None, folds: int 
     """
     from clipwise.classical import is_classical, train_classical
     from clipwise.evaluate.cv_report import write_cv_report
-    from clipwise.train.fit import train
+    from clipwise.train.fit import default_run_dir, train
 
     fit = train_classical if is_classical(config.model.name) else train
 
     if config.data.test_fold is not None:
         raise ConfigError("data.test_fold is set per fold by cross-validation; leave it out")
-    root = Path(out) if out is not None else default_cv_dir(config)
+    root = Path(out) if out is not None else default_run_dir(config, kind="cv")
     manifest, fold_ids = fold_manifest(config, root, k=folds)
     unknown = sorted(set(only or []) - set(fold_ids))
     if unknown:

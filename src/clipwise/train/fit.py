@@ -61,14 +61,14 @@ class PreparedData:
     leakage: dict = field(default_factory=lambda: {"checked": False})
 
 
-def default_run_dir(config: Config) -> Path:
-    """``runs/<manifest>-<model>-<timestamp>``, the same in every DDP process of one launch."""
-    if os.environ.get(RUN_DIR_ENV):
+def default_run_dir(config: Config, *, kind: str = "") -> Path:
+    """``runs/<manifest>-<model>[-<kind>]-<timestamp>``, the same in every DDP process of one launch."""
+    if os.environ.get(RUN_DIR_ENV) and not kind:
         return Path(os.environ[RUN_DIR_ENV])
     stem = Path(config.data.manifest).stem if config.data.manifest else "data"
     if stem == "manifest" and config.data.manifest:
         stem = Path(config.data.manifest).parent.name
-    return Path("runs") / f"{stem}-{config.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / f"{stem}-{config.model.name}{'-' + kind if kind else ''}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def auto_sample_rate(paths: list[str], *, cap_hz: int = 16000, sample: int = 500) -> int:
