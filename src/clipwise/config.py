@@ -163,7 +163,10 @@ class TrainConfig(_Section):
     devices: int | str = 1
     strategy: str = "auto"
     num_nodes: int = Field(1, ge=1)
-    max_minutes: float | None = Field(None, gt=0, description="stop training after this wall time")
+    max_minutes: float | None = Field(
+        None, gt=0, description="wall-time budget: after the first epoch the schedule is planned to fit it; "
+        "training stops at it in any case"
+    )
     progress: bool = True
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores")
 

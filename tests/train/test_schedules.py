@@ -77,3 +77,35 @@ def test_lr_find_cli_writes_the_curve(synth_manifest, tmp_path, cli, tiny):
     frame = pd.read_csv(tmp_path / "lr" / "lr_find.csv")
     assert 3 <= len(frame) <= 12 and frame["lr"].is_monotonic_increasing
     assert "suggested: optim.lr=" in r.out and (tmp_path / "lr" / "lr_find.png").stat().st_size > 0
+
+
+def test_a_time_budget_plans_the_epochs_that_fit(monkeypatch):
+    from types import SimpleNamespace
+
+    import clipwise.train.callbacks as callbacks
+
+    clock = [1000.0]
+    monkeypatch.setattr(callbacks.time, "time", lambda: clock[0])
+    budget = callbacks.TimeBudget(minutes=1.0)
+    trainer = SimpleNamespace(current_epoch=0, max_epochs=40, fit_loop=SimpleNamespace(max_epochs=40))
+    module = SimpleNamespace(planned_epochs=40)
+    budget.on_train_start(trainer, module)
+    budget.on_train_epoch_start(trainer, module)  # epoch 0 starts: nothing measured yet
+    assert module.planned_epochs == 40
+    clock[0] += 10.0  # the first epoch, validation included, took 10 s
+    trainer.current_epoch = 1
+    budget.on_train_epoch_start(trainer, module)
+    assert module.planned_epochs == trainer.fit_loop.max_epochs == 5  # 0.95 * 60 s / 10 s
+
+
+def test_the_cosine_schedule_anneals_over_the_planned_epochs(synth_manifest, tmp_path, cli, tiny):
+    import json
+
+    r = cli("train", "--data", synth_manifest, "--out", tmp_path / "run", "--epochs", "200", *tiny,
+            "train.max_minutes=0.1", "train.patience=null")
+    assert r.rc == 0, r.err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert 2 <= summary["epochs_planned"] < 200 and len(metrics) <= summary["epochs_planned"]
+    if len(metrics) == summary["epochs_planned"]:  # finished its plan: the last epoch ran near the floor
+        assert metrics["lr"].iloc[-1] < 0.1 * metrics["lr"].max()

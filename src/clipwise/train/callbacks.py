@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import lightning as L
 import pandas as pd
 
@@ -41,3 +43,32 @@ class EpochMetricsCSV(L.Callback):
                 continue
             row[key] = float(value)  # NaN/inf kept: a diverged loss must show in the file
         self.run.append_metrics(row)
+
+
+class TimeBudget(L.Callback):
+    """Fit the learning-rate schedule to a wall-time budget (``train.max_minutes``).
+
+    Lightning's ``max_time`` alone would stop training wherever the clock runs out, in the middle of a cosine
+    schedule planned for more epochs: the model would never see a low learning rate. After the first epoch
+    (validation included) this plans as many epochs as fit in the budget, with a 5 % margin, and the module's
+    schedule anneals over exactly those. ``max_time`` stays on as the hard limit.
+    """
+
+    def __init__(self, minutes: float, *, margin: float = 0.95):
+        self.seconds = minutes * 60
+        self.margin = margin
+        self.t0: float | None = None
+        self.first_epoch = 0
+        self.planned: int | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.t0, self.first_epoch = time.time(), trainer.current_epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.planned is not None or self.t0 is None or trainer.current_epoch != self.first_epoch + 1:
+            return
+        per_epoch = time.time() - self.t0
+        fit = self.first_epoch + max(1, int(self.margin * self.seconds / max(per_epoch, 1e-6)))
+        self.planned = int(min(trainer.max_epochs, fit))
+        trainer.fit_loop.max_epochs = self.planned
+        pl_module.planned_epochs = self.planned

@@ -42,7 +42,7 @@ from clipwise.evaluate.multilabel import prior_baseline, tune_thresholds
 from clipwise.infer.predictor import Predictor
 from clipwise.models.classifier import AudioClassifier, ModelSpec
 from clipwise.run import RunFolder
-from clipwise.train.callbacks import EpochMetricsCSV
+from clipwise.train.callbacks import EpochMetricsCSV, TimeBudget
 from clipwise.train.module import ClassifierModule, evaluation_metrics
 
 PERFECT_SCORE_TOLERANCE = 1e-6
@@ -262,6 +262,8 @@ def _callbacks(config: Config, run: RunFolder, *, resumed_epoch: int | None):
         ModelCheckpoint(dirpath=run.checkpoints_dir, filename="last", save_top_k=1, enable_version_counter=False),
         EpochMetricsCSV(run, resumed_epoch=resumed_epoch),
     ]
+    if config.train.max_minutes and resumed_epoch is None:
+        cbs.append(TimeBudget(config.train.max_minutes))
     if config.train.patience:
         # Accuracy-like monitors top out at 1 and the best checkpoint is kept only on a strict improvement, so
         # once validation is perfect no later epoch can be chosen: the rest of the schedule would be wasted.
@@ -448,6 +450,7 @@ def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L
         },
         stopped_early=bool(trainer.should_stop and trainer.current_epoch < config.train.epochs),
         diverged=getattr(trainer.lightning_module, "diverged", None),
+        epochs_planned=int(getattr(trainer.lightning_module, "planned_epochs", config.train.epochs)),
         interrupted=bool(trainer.interrupted),
         distributed={"world_size": trainer.world_size, "weights_checksums": checksums,
                      "weights_identical": len(set(checksums)) == 1},

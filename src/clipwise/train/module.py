@@ -141,6 +141,7 @@ class ClassifierModule(L.LightningModule):
         self.label_smoothing = aug["label_smoothing"]
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {s: [] for s in EVAL_STAGES}
         self.diverged: str | None = None
+        self.planned_epochs: int = int(config["train"]["epochs"])
 
     def _stop_diverged(self, what: str) -> None:
         if self.diverged is None:
@@ -215,6 +216,16 @@ class ClassifierModule(L.LightningModule):
             outputs.clear()
 
     # -- optimisation ------------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["clipwise_planned_epochs"] = self.planned_epochs
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.planned_epochs = int(checkpoint.get("clipwise_planned_epochs", self.planned_epochs))
+
+    def on_train_start(self) -> None:
+        if self.planned_epochs < self.trainer.max_epochs:  # a resumed run keeps the length its budget planned
+            self.trainer.fit_loop.max_epochs = self.planned_epochs
+
     # -- phases (fit_one_cycle style): each its own one-cycle schedule, optionally with a frozen backbone -------
     def on_train_epoch_start(self) -> None:
         phases = self.hparams.config["optim"].get("phases") or []
@@ -263,9 +274,12 @@ class ClassifierModule(L.LightningModule):
         else:
             warmup = int(opt_cfg["warmup_epochs"] * self.hparams.steps_per_epoch)
             min_ratio = 1.0 if opt_cfg["schedule"] == "constant" else opt_cfg["min_lr_ratio"]
+            steps = self.hparams.steps_per_epoch
+            # the planned length is read at every step: a time budget (train.max_minutes) may shorten it
             scheduler = torch.optim.lr_scheduler.LambdaLR(
                 optimizer,
-                lambda step: warmup_cosine(step, warmup_steps=max(1, warmup), total_steps=total, min_ratio=min_ratio)
+                lambda step: warmup_cosine(step, warmup_steps=max(1, warmup),
+                                           total_steps=max(1, self.planned_epochs * steps), min_ratio=min_ratio)
                 if opt_cfg["schedule"] == "cosine"
                 else min((step + 1) / max(1, warmup), 1.0),
             )
