@@ -1,0 +1,58 @@
+"""Every registered model on ESC-50 (train folds 2-5, test fold 1) from scratch, with one CPU time budget each
+(issue 4): accuracy, parameters, MACs, latency and time in one table.
+
+Usage: .venv/bin/python benchmarks/esc50_zoo.py [--minutes 15] [--models a,b] [key=value ...]
+Each model is a run folder benchmarks/results/esc50_zoo/<model>/; a finished one is kept, so the suite can be
+spread over sessions. With `train.max_minutes`, clipwise plans the epochs that fit the budget after the first
+one, so every model's learning rate anneals within it. (An interrupted model restarts its budget on resume.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, dataset_manifest, save_result, train_or_resume  # noqa: E402
+
+
+def default_models() -> list[str]:
+    from clipwise.models import MODELS
+    from clipwise.models.registry import TESTED_TIMM_MODELS
+
+    builtin = list({id(MODELS.get(n)): n for n in MODELS.names()}.values())
+    return builtin + list(TESTED_TIMM_MODELS)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--minutes", type=float, default=15.0)
+    p.add_argument("--models", help="comma-separated (default: every built-in model and tested timm backbone)")
+    p.add_argument("overrides", nargs="*")
+    args = p.parse_args()
+    from clipwise.frontends import n_frames
+    from clipwise.models.compare import measure_models
+
+    models = args.models.split(",") if args.models else default_models()
+    work = RESULTS / "esc50_zoo"
+    rows = {}
+    for model in models:
+        out = work / model
+        train_or_resume(["--data", str(dataset_manifest("esc50_16k")), "--test-fold", "1", "--model", model,
+                         "--allow-leakage"], out=out,
+                        overrides=[f"train.max_minutes={args.minutes}", "train.epochs=200", *args.overrides],
+                        log=work / f"{model}.log")
+        s = json.loads((out / "summary.json").read_text())
+        [m] = measure_models([model], input_size=(64, n_frames(5 * 16000, 160)), batch=32, repeats=3)
+        rows[model] = {"test_accuracy": s["test"]["accuracy"], "params": m.params, "macs": m.macs,
+                       "latency_ms_b1": round(m.latency_ms_b1, 1), "latency_ms_b32": round(m.latency_ms_b32, 1),
+                       "train_minutes": round(s["timing"]["train_seconds"] / 60, 1), "epochs": s["epochs_run"]}
+        print(model, rows[model], flush=True)
+    save_result("esc50_zoo", {"command": f"benchmarks/esc50_zoo.py --minutes {args.minutes} "
+                              + " ".join(args.overrides), "models": rows})
+
+
+if __name__ == "__main__":
+    main()
