@@ -232,3 +232,25 @@ def test_mfcc_training_path_through_the_log_mel_matches_its_forward():
     wave = torch.randn(2, 8000)
     assert torch.allclose(fe.from_log_mel(fe.log_mel(wave)), fe(wave))
     assert len(fe.centres_hz) == 40
+
+
+def test_time_reverse_flips_some_examples_and_only_in_training():
+    from clipwise.augment import TimeReverse
+
+    x = torch.arange(10.0).view(1, 1, 10).repeat(400, 2, 1)
+    np.random.seed(0)
+    out = TimeReverse(0.5).train()(x)
+    flipped = (out[:, 0, 0] == 9).float().mean()
+    assert 0.4 < float(flipped) < 0.6 and torch.equal(out[out[:, 0, 0] == 9][0, 0], torch.arange(9.0, -1, -1))
+    assert torch.equal(TimeReverse(1.0).eval()(x), x)
+
+
+def test_logmel_mfcc_frontend_stacks_both():
+    from clipwise.frontends import MFCC, LogMel, build_frontend
+
+    wave = torch.randn(2, 8000)
+    both = build_frontend(name="logmel_mfcc", sample_rate=16000, n_mels=40, n_mfcc=13)
+    out = both(wave)
+    assert out.shape[1] == 53 and both.n_bins == 53
+    torch.testing.assert_close(out[:, :40], LogMel(sample_rate=16000, n_mels=40)(wave))
+    torch.testing.assert_close(out[:, 40:], MFCC(sample_rate=16000, n_mels=40, n_mfcc=13)(wave))

@@ -197,7 +197,7 @@ def test_build_frontend_takes_the_whole_frontend_config():
     cfg = FrontendConfig(name="logmel", n_mels=48).model_dump()
     fe = build_frontend(sample_rate=8000, **cfg)
     assert isinstance(fe, LogMel) and fe.n_bins == 48
-    assert FRONTENDS.names() == ["logmel", "mfcc"]
+    assert FRONTENDS.names() == ["logmel", "logmel_mfcc", "mfcc"]
     with pytest.raises(RegistryError, match="unknown frontend 'logmle'.*Did you mean 'logmel'"):
         build_frontend(name="logmle", sample_rate=8000)
 

@@ -197,3 +197,17 @@ class FilterAugment(nn.Module):
         if not self.training or self.max_db <= 0:
             return x
         return x + self.draw(x.shape[0], x.shape[1]).to(x.device, x.dtype)[:, :, None]
+
+
+class TimeReverse(nn.Module):
+    """Plays each example backwards with probability ``p`` (mirroring along time). Active only in training."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p <= 0:
+            return x
+        flip = torch.from_numpy(np.random.rand(x.shape[0]) < self.p).to(x.device)
+        return torch.where(flip[:, None, None], x.flip(-1), x)

@@ -73,7 +73,8 @@ class DataConfig(_Section):
 class FrontendConfig(_Section):
     """The waveform -> spectrogram frontend that lives inside the model."""
 
-    name: Literal["logmel", "mfcc"] = "logmel"
+    name: Literal["logmel", "mfcc", "logmel_mfcc"] = Field(
+        "logmel", description="logmel, mfcc, or logmel_mfcc (both stacked along the bin axis)")
     n_mels: int = Field(64, ge=8, le=512)
     win_ms: float = Field(25.0, gt=0)
     hop_ms: float = Field(10.0, gt=0)
@@ -106,6 +107,8 @@ class AugmentConfig(_Section):
     )
     time_stretch: float = Field(0.15, ge=0, lt=1, description="random tempo change, rates 1/(1+s) to 1+s")
     filter_db: float = Field(6.0, ge=0, description="random smooth equalisation of up to +/- this many dB")
+    time_reverse: float = Field(0.0, ge=0, le=1, description="probability of playing a training clip backwards "
+                                "(mirroring in time; off by default: many sounds are not time-symmetric)")
     mixup_alpha: float = Field(0.3, ge=0)
     cutmix_alpha: float = Field(0.0, ge=0)
     mixup_prob: float = Field(1.0, ge=0, le=1)

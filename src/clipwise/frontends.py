@@ -159,14 +159,38 @@ class MFCC(nn.Module):
         return self.from_log_mel(self.log_mel(wave))
 
 
+@FRONTENDS.register("logmel_mfcc")
+class LogMelMFCC(nn.Module):
+    """Log-mel and MFCCs stacked along the bin axis: ``(batch, n_mels + n_mfcc, frames)``. The MFCCs are the DCT of
+    the same log-mel, so the extra cost is one small matrix product; per-bin normalisation puts both on one scale.
+    """
+
+    def __init__(self, *, n_mfcc: int = 40, **logmel: Any):
+        super().__init__()
+        self.mfcc = MFCC(n_mfcc=n_mfcc, **logmel)
+        self.logmel = self.mfcc.logmel
+        self.n_bins = self.logmel.n_bins + self.mfcc.n_bins
+        self.hop_length = self.logmel.hop_length
+        self.centres_hz = self.logmel.centres_hz
+
+    def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.logmel(wave)
+
+    def from_log_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        return torch.cat([mel, self.mfcc.from_log_mel(mel)], dim=1)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.from_log_mel(self.log_mel(wave))
+
+
 def build_frontend(*, name: str, sample_rate: int, **params: Any) -> nn.Module:
     """Create a registered frontend; ``params`` are the frontend config fields (unused ones are dropped)."""
     n_mfcc = params.pop("n_mfcc", 40)
     params.pop("normalize", None)
     params.pop("name", None)
     cls = FRONTENDS.get(name)
-    if cls is MFCC:
-        return MFCC(n_mfcc=n_mfcc, sample_rate=sample_rate, **params)
+    if cls in (MFCC, LogMelMFCC):
+        return cls(n_mfcc=n_mfcc, sample_rate=sample_rate, **params)
     return cls(sample_rate=sample_rate, **params)
 
 

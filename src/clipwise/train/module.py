@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clipwise.augment import FilterAugment, FrequencyWarp, SpecAugment, TimeStretch
+from clipwise.augment import FilterAugment, FrequencyWarp, SpecAugment, TimeReverse, TimeStretch
 from clipwise.data.dataset import aggregate_windows
 from clipwise.evaluate.metrics import LOG_LOSS_EPS, classification_metrics
 from clipwise.evaluate.multilabel import multilabel_metrics
@@ -120,6 +120,7 @@ class ClassifierModule(L.LightningModule):
             TimeStretch(max_stretch=aug["time_stretch"]) if aug["time_stretch"] > 0 else None,
             FrequencyWarp(centres, max_warp=aug["freq_warp"]) if aug["freq_warp"] > 0 else None,
             FilterAugment(max_db=aug["filter_db"]) if aug["filter_db"] > 0 else None,
+            TimeReverse(aug.get("time_reverse", 0.0)) if aug.get("time_reverse", 0.0) > 0 else None,
         ]
         mel_aug = [m for m in mel_aug if m is not None]
         self.mel_augment = nn.Sequential(*mel_aug) if mel_aug else None
