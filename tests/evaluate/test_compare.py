@@ -57,6 +57,15 @@ def test_runs_cv_and_lightning_logs_rank_together_with_their_intervals(tmp_path,
     assert list(table["name"]) == ["good", "cvrun", "bad"] and (tmp_path / "lb" / "leaderboard.png").stat().st_size
 
 
+def test_a_perfect_run_plots(tmp_path):
+    from clipwise.evaluate.compare import write_leaderboard
+
+    _run(tmp_path / "perfect", 1.0, n=300)
+    entries = collect([tmp_path / "perfect"])
+    assert entries[0].ci_high == pytest.approx(1.0)
+    assert write_leaderboard(entries, tmp_path / "lb", metric="accuracy", split="test").is_file()
+
+
 def test_other_metrics_get_a_bootstrap_interval_and_loss_ranks_lowest_first(tmp_path):
     _run(tmp_path / "good", 0.9)
     [entry] = collect([tmp_path / "good"], metric="macro_f1")

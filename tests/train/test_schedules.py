@@ -88,14 +88,14 @@ def test_a_time_budget_plans_the_epochs_that_fit(monkeypatch):
     monkeypatch.setattr(callbacks.time, "time", lambda: clock[0])
     budget = callbacks.TimeBudget(minutes=1.0)
     trainer = SimpleNamespace(current_epoch=0, max_epochs=40, fit_loop=SimpleNamespace(max_epochs=40))
-    module = SimpleNamespace(planned_epochs=40)
+    module = SimpleNamespace(planned_epochs=40, budget_epochs=None)
     budget.on_train_start(trainer, module)
     budget.on_train_epoch_start(trainer, module)  # epoch 0 starts: nothing measured yet
     assert module.planned_epochs == 40
     clock[0] += 10.0  # the first epoch, validation included, took 10 s
     trainer.current_epoch = 1
     budget.on_train_epoch_start(trainer, module)
-    assert module.planned_epochs == trainer.fit_loop.max_epochs == 5  # 0.95 * 60 s / 10 s
+    assert module.planned_epochs == module.budget_epochs == trainer.fit_loop.max_epochs == 5  # 0.95 * 60 s / 10 s
 
 
 def test_the_cosine_schedule_anneals_over_the_planned_epochs(synth_manifest, tmp_path, cli, tiny):

@@ -211,8 +211,9 @@ def plot_leaderboard(entries: list[Entry], path: str | os.PathLike, *, metric: s
     ax = fig.subplots()
     y = np.arange(len(entries))[::-1]
     values = [e.value for e in entries]
-    lo = [e.value - e.ci_low if e.ci_low is not None else 0 for e in entries]
-    hi = [e.ci_high - e.value if e.ci_high is not None else 0 for e in entries]
+    # (a Wilson bound at 100 % sits a rounding error below the value: never a negative error bar)
+    lo = [max(0.0, e.value - e.ci_low) if e.ci_low is not None else 0 for e in entries]
+    hi = [max(0.0, e.ci_high - e.value) if e.ci_high is not None else 0 for e in entries]
     colors = {"run": "C0", "cv": "C2", "lightning": "C7"}
     ax.barh(y, values, xerr=[lo, hi], color=[colors[e.kind] for e in entries], capsize=3)
     ax.set_yticks(y, [e.name for e in entries], fontsize=8)

@@ -71,4 +71,4 @@ class TimeBudget(L.Callback):
         fit = self.first_epoch + max(1, int(self.margin * self.seconds / max(per_epoch, 1e-6)))
         self.planned = int(min(trainer.max_epochs, fit))
         trainer.fit_loop.max_epochs = self.planned
-        pl_module.planned_epochs = self.planned
+        pl_module.planned_epochs = pl_module.budget_epochs = self.planned

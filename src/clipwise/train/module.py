@@ -142,7 +142,8 @@ class ClassifierModule(L.LightningModule):
         self.label_smoothing = aug["label_smoothing"]
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {s: [] for s in EVAL_STAGES}
         self.diverged: str | None = None
-        self.planned_epochs: int = int(config["train"]["epochs"])
+        self.planned_epochs: int = int(config["train"]["epochs"])  # the schedule's length
+        self.budget_epochs: int | None = None  # set when train.max_minutes planned the length
 
     def _stop_diverged(self, what: str) -> None:
         if self.diverged is None:
@@ -218,14 +219,17 @@ class ClassifierModule(L.LightningModule):
 
     # -- optimisation ------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["clipwise_planned_epochs"] = self.planned_epochs
+        if self.budget_epochs is not None:
+            checkpoint["clipwise_budget_epochs"] = self.budget_epochs
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.planned_epochs = int(checkpoint.get("clipwise_planned_epochs", self.planned_epochs))
+        if "clipwise_budget_epochs" in checkpoint:
+            self.budget_epochs = self.planned_epochs = int(checkpoint["clipwise_budget_epochs"])
 
     def on_train_start(self) -> None:
-        if self.planned_epochs < self.trainer.max_epochs:  # a resumed run keeps the length its budget planned
-            self.trainer.fit_loop.max_epochs = self.planned_epochs
+        # a resumed run keeps the length its time budget planned (and nothing else shortens a run)
+        if self.budget_epochs is not None and self.budget_epochs < self.trainer.max_epochs:
+            self.trainer.fit_loop.max_epochs = self.budget_epochs
 
     # -- phases (fit_one_cycle style): each its own one-cycle schedule, optionally with a frozen backbone -------
     def on_train_epoch_start(self) -> None:
