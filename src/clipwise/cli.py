@@ -338,6 +338,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser ------------------------------------------------------------------------------------------------------
+def _run_options(s: argparse.ArgumentParser, *, data_required: bool = True) -> None:
+    """The options of every command that trains (train, cv, sweep, lr-find)."""
+    s.add_argument("--data", required=data_required, help="manifest CSV")
+    s.add_argument("--model", help="model name (default: audiocnn; see `clipwise models`)")
+    s.add_argument("--config", help="YAML config file")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--skip-bad", action="store_true", help="skip unreadable files (listed in the run folder)")
+    s.add_argument("--allow-leakage", action="store_true", help="train even if train and test share audio or a "
+                   "group (the protocol intends it); the report says so at the top")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clipwise", description="Train, evaluate and use sound classifiers.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -367,31 +379,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_prepare)
 
     s = sub.add_parser("train", help="train a model and write a run folder")
-    s.add_argument("--data", help="manifest CSV")
-    s.add_argument("--model", help="model name (default: audiocnn; see `clipwise models`)")
-    s.add_argument("--config", help="YAML config file")
-    s.add_argument("--epochs", type=int)
+    _run_options(s, data_required=False)
     s.add_argument("--test-fold", type=int, help="with a fold column: the fold used as test set")
     s.add_argument("--out", help="run folder (default: runs/<data>-<model>-<time>)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    s.add_argument("--skip-bad", action="store_true", help="skip unreadable files (listed in the run folder)")
-    s.add_argument("--allow-leakage", action="store_true", help="train even if train and test share audio or "
-                   "a group (the protocol intends it); the report says so at the top")
-    s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3")
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("cv", help="cross-validate: one run per fold, mean ± std and a 95 % interval, one report")
-    s.add_argument("--data", required=True, help="manifest CSV (its fold column, or --folds grouped folds)")
+    _run_options(s)
     s.add_argument("--folds", type=int, help="folds to make when the manifest has no fold column (default 5)")
-    s.add_argument("--model", help="model name (default: audiocnn; see `clipwise models`)")
-    s.add_argument("--config", help="YAML config file")
-    s.add_argument("--epochs", type=int)
     s.add_argument("--out", help="CV folder (default: runs/<data>-<model>-cv-<time>); re-run to finish its folds")
     s.add_argument("--only", help="comma-separated folds to train now (the report covers finished folds)")
-    s.add_argument("--skip-bad", action="store_true", help="skip unreadable files (listed in each fold's folder)")
-    s.add_argument("--allow-leakage", action="store_true", help="train folds whose test data share audio or a "
-                   "group with their training data; their reports say so at the top")
-    s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3")
     s.set_defaults(fn=cmd_cv)
 
     s = sub.add_parser("evaluate", help="evaluate a run's best checkpoint on a split or another manifest")
@@ -430,33 +428,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_compare)
 
     s = sub.add_parser("sweep", help="search config values with Optuna (grid, random or TPE), resumable")
-    s.add_argument("--data", required=True, help="manifest CSV")
+    _run_options(s)
     s.add_argument("--space", required=True, help="YAML: config key -> list of values or {low, high, log}")
     s.add_argument("--out", required=True, help="sweep folder (study.db, trial_<n>/, leaderboard); re-run to continue")
     s.add_argument("--trials", type=int, help="finished trials to reach (default: the grid size, or 20)")
     s.add_argument("--sampler", default="tpe", choices=["grid", "random", "tpe"])
     s.add_argument("--metric", help="validation metric to optimise (default: the config's monitor)")
     s.add_argument("--seed", type=int, default=0, help="sampler seed")
-    s.add_argument("--model", help="model name for every trial")
-    s.add_argument("--config", help="base YAML config")
-    s.add_argument("--epochs", type=int)
-    s.add_argument("--test-fold", type=int)
-    s.add_argument("--skip-bad", action="store_true")
-    s.add_argument("--allow-leakage", action="store_true")
-    s.add_argument("overrides", nargs="*", metavar="key=value", help="base config overrides")
+    s.add_argument("--test-fold", type=int, help="with a fold column: the fold used as test set")
     s.set_defaults(fn=cmd_sweep)
 
     s = sub.add_parser("lr-find", help="learning-rate range test on your data: the loss curve and a suggestion")
-    s.add_argument("--data", required=True, help="manifest CSV")
-    s.add_argument("--model", help="model name")
-    s.add_argument("--config", help="YAML config file")
+    _run_options(s)
     s.add_argument("--out", default="runs/lr_find", help="folder for lr_find.csv and lr_find.png")
     s.add_argument("--start", type=float, default=1e-6)
     s.add_argument("--end", type=float, default=1.0)
     s.add_argument("--steps", type=int, default=100)
-    s.add_argument("--skip-bad", action="store_true")
-    s.add_argument("--allow-leakage", action="store_true")
-    s.add_argument("overrides", nargs="*", metavar="key=value")
     s.set_defaults(fn=cmd_lr_find)
 
     s = sub.add_parser("ensemble", help="combine finished runs (same labels and split) into one model")
