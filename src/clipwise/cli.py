@@ -124,6 +124,13 @@ def _config_from_args(args: argparse.Namespace, *, base: dict | None = None):
 def cmd_train(args: argparse.Namespace) -> int:
     from clipwise.train.fit import train
 
+    if args.cv is not None:  # `train --cv [K]` is `cv [--folds K]`
+        if args.resume or args.test_fold is not None:
+            raise ConfigError("--cv runs every fold: leave out --resume and --test-fold (re-run the same command to "
+                              "continue a cross-validation)")
+        args.folds, args.only = (args.cv or None), None
+        return cmd_cv(args)
+
     base = None
     out = args.out
     if args.resume:
@@ -383,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-fold", type=int, help="with a fold column: the fold used as test set")
     s.add_argument("--out", help="run folder (default: runs/<data>-<model>-<time>)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    s.add_argument("--cv", nargs="?", type=int, const=0, metavar="K", help="cross-validate instead (as `clipwise cv`): "
+                   "the manifest's folds, or K grouped folds (default 5)")
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("cv", help="cross-validate: one run per fold, mean ± std and a 95 % interval, one report")

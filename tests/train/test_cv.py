@@ -87,3 +87,13 @@ def test_a_fold_column_is_used_and_a_leaking_group_is_refused_before_any_trainin
     assert not list((tmp_path / "cv").glob("fold[0-9]*"))  # folds.csv is written, no fold trained
     r = cli("cv", "--data", manifest, "--folds", "3", "--out", tmp_path / "cv3", *ONE_EPOCH, *tiny)
     assert r.rc == 2 and "has 2 folds of its own" in r.err
+
+
+def test_train_cv_is_the_cv_command(make_manifest, tmp_path, cli, tiny):
+    manifest = make_manifest("cv4x6")
+    r = cli("train", "--data", manifest, "--cv", "3", "--out", tmp_path / "cv", *ONE_EPOCH, *tiny)
+    assert r.rc == 0, r.err
+    assert sorted(pd.read_csv(tmp_path / "cv" / "folds.csv")["fold"].unique()) == [1, 2, 3]
+    assert (tmp_path / "cv" / "cv_summary.json").is_file() and "cross-validation folder" in r.out
+    r = cli("train", "--data", manifest, "--cv", "--test-fold", "1", "--out", tmp_path / "x", *tiny)
+    assert r.rc == 2 and "--cv runs every fold" in r.err
