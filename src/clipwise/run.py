@@ -190,6 +190,11 @@ class RunFolder:
             return None
         return self._read(self.thresholds_path, json.loads, "JSON")["thresholds"]
 
+    def threshold_array(self, labels: Sequence[str], *, default: float = 0.5) -> np.ndarray:
+        """The tuned threshold of each of ``labels`` (``default`` where the run has none)."""
+        tuned = self.load_thresholds() or {}
+        return np.array([tuned.get(lab, default) for lab in labels], dtype=np.float64)
+
     @property
     def leakage_path(self) -> Path:
         """leakage.json: what the pre-training check found shared between the splits."""

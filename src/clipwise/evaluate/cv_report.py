@@ -67,7 +67,11 @@ def summarise_cv(root: str | os.PathLike) -> dict:
     Raises:
         RunError: no fold has finished.
     """
-    root = Path(root)
+    return _summarise(Path(root))[0]
+
+
+def _summarise(root: Path) -> tuple[dict, dict[int, RunFolder], tuple[np.ndarray, np.ndarray, list[str]]]:
+    """The summary, the finished fold runs and the pooled (probs, y, labels): read once for the report."""
     runs = fold_runs(root)
     if not runs:
         raise RunError(f"{root} has no finished fold (no fold<k>/summary.json); run `clipwise cv` first")
@@ -90,11 +94,11 @@ def summarise_cv(root: str | os.PathLike) -> dict:
     for key, st in stats.items():
         if key != "loss":  # scores live in [0, 1]; a t-interval does not know that
             st["ci_low"], st["ci_high"] = max(0.0, st["ci_low"]), min(1.0, st["ci_high"])
-    pooled_frame, probs, y, labels = _pooled_predictions(runs)
+    _, probs, y, labels = _pooled_predictions(runs)
     pooled = classification_metrics(y, probs, labels=labels)
     hits = int((probs.argmax(axis=1) == y).sum())
     pooled["accuracy_ci"] = list(proportion_interval(hits, len(y)))
-    return {
+    summary = {
         "folds": {str(k): v for k, v in folds.items()},
         "finished": sorted(runs), "expected": expected,
         "mean": stats,
@@ -102,6 +106,7 @@ def summarise_cv(root: str | os.PathLike) -> dict:
         "labels": labels,
         "train_minutes_total": round(sum(f["train_minutes"] for f in folds.values()), 2),
     }
+    return summary, runs, (probs, y, labels)
 
 
 def plot_folds(summary: dict, path: str | os.PathLike) -> Path:
@@ -126,7 +131,7 @@ def plot_folds(summary: dict, path: str | os.PathLike) -> Path:
 def write_cv_report(root: str | os.PathLike) -> Path:
     """Write cv_summary.json, cv_folds.csv, report.md and figures/ for a CV folder; returns report.md's path."""
     root = Path(root)
-    summary = summarise_cv(root)
+    summary, runs, (probs, y, labels) = _summarise(root)
     atomic_write_text(root / "cv_summary.json", json.dumps(to_jsonable(summary), indent=2, allow_nan=False) + "\n")
     table = pd.DataFrame.from_dict(summary["folds"], orient="index").drop(columns=["leakage"])
     table.index.name = "fold"
@@ -134,7 +139,6 @@ def write_cv_report(root: str | os.PathLike) -> Path:
     figures = root / "figures"
     plot_folds(summary, figures / "folds.png")
 
-    runs = fold_runs(root)
     first = runs[next(iter(runs))]
     cfg = first.load_config_dict()
     model = (cfg.get("model") or {}).get("name", "unknown")
@@ -181,7 +185,6 @@ def write_cv_report(root: str | os.PathLike) -> Path:
         notes += [f"fold {k}: {n}" for n in automatic_notes(load_facts(run))]
     lines += ["## Notes", ""] + [f"- {n}" for n in notes or ["Nothing unusual was found in any fold."]]
 
-    _, probs, y, labels = _pooled_predictions(runs)
     y_pred = probs.argmax(axis=1)
     plot_confusion(confusion(y, y_pred, n_classes=len(labels), normalize=True), labels,
                    figures / "confusion_matrix.png")

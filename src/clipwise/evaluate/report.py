@@ -295,8 +295,7 @@ def _results_table(facts: RunFacts) -> list[str]:
 def _multilabel_sections(facts: RunFacts) -> list[str]:
     labels, split = facts.pred_labels, facts.split
     ap = per_class_average_precision(facts.y_true, facts.probs)
-    thresholds = facts.run.load_thresholds() or {}
-    cut = np.array([thresholds.get(lab, 0.5) for lab in labels])
+    cut = facts.run.threshold_array(labels)
     pred = facts.probs >= cut[None, :]
     y = facts.y_true > 0.5
     tp, fp, fn = (pred & y).sum(0), (pred & ~y).sum(0), (~pred & y).sum(0)

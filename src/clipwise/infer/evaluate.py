@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from clipwise.data.dataset import encode_targets
@@ -71,8 +70,7 @@ def evaluate_run(
     y = encode_targets(df, labels, multi_label=multi)
     thresholds = None
     if multi:
-        tuned = run.load_thresholds() or {}
-        thresholds = np.array([tuned.get(lab, 0.5) for lab in labels])
+        thresholds = run.threshold_array(labels)
     metrics = evaluation_metrics(y, probs, labels=labels, multi_label=multi,
                                  thresholds=0.5 if thresholds is None else thresholds)
     out_dir = run.root / "evaluations"

@@ -29,10 +29,7 @@ def _metrics(run: RunFolder, y: np.ndarray, probs: np.ndarray) -> dict[str, floa
     from clipwise.train.module import evaluation_metrics
 
     multi = y.ndim == 2
-    thresholds: Any = 0.5
-    if multi:
-        tuned = run.load_thresholds() or {}
-        thresholds = np.array([tuned.get(lab, 0.5) for lab in run.load_labels()])
+    thresholds = run.threshold_array(run.load_labels()) if multi else 0.5
     return evaluation_metrics(y, probs, labels=run.load_labels(), multi_label=multi, thresholds=thresholds)
 
 
