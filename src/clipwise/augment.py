@@ -113,11 +113,12 @@ class FrequencyWarp(nn.Module):
         self.max_warp = max_warp
         self.centres_hz = np.asarray(centres_hz, dtype=np.float64)
         self._centres_mel = librosa.hz_to_mel(self.centres_hz)
-        self._librosa = librosa
 
     def source_positions(self, factors: np.ndarray) -> torch.Tensor:
         """Fractional band index each output band reads from, ``(len(factors), bands)``."""
-        src = self._librosa.hz_to_mel(self.centres_hz[None, :] / np.asarray(factors, dtype=np.float64)[:, None])
+        import librosa
+
+        src = librosa.hz_to_mel(self.centres_hz[None, :] / np.asarray(factors, dtype=np.float64)[:, None])
         pos = np.stack([np.interp(row, self._centres_mel, np.arange(len(self._centres_mel))) for row in src])
         return torch.from_numpy(pos)
 

@@ -6,6 +6,8 @@ import time
 
 import lightning as L
 import pandas as pd
+import torch
+from lightning.pytorch.callbacks import WeightAveraging
 
 from clipwise.run import RunFolder, atomic_write_text
 
@@ -72,3 +74,30 @@ class TimeBudget(L.Callback):
         self.planned = int(min(trainer.max_epochs, fit))
         trainer.fit_loop.max_epochs = self.planned
         pl_module.planned_epochs = pl_module.budget_epochs = self.planned
+
+
+def ema_update(decay: float):
+    """A ``multi_avg_fn`` for :class:`torch.optim.swa_utils.AveragedModel`: an exponential moving average with
+    the usual warm-up, decay_n = min(decay, (1 + n) / (10 + n)) after n updates, so the first updates are not
+    pulled towards the random initialisation. Integer buffers (BatchNorm's batch counter) take the current value."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        n = float(n_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        if averaged and averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1.0 - d)
+        else:
+            torch._foreach_copy_(averaged, current)
+
+    return update
+
+
+class WeightEMA(WeightAveraging):
+    """An exponential moving average of the weights (BatchNorm statistics included), by Lightning's
+    :class:`WeightAveraging`: validation scores the average, so the best checkpoint is chosen on it and holds
+    it (``state_dict``; the raw weights stay in ``current_model_state`` for ``--resume``), and training ends
+    with it in the model."""
+
+    def __init__(self, decay: float):
+        super().__init__(multi_avg_fn=ema_update(decay))
+        self.decay = decay

@@ -42,7 +42,7 @@ from clipwise.evaluate.multilabel import prior_baseline, tune_thresholds
 from clipwise.infer.predictor import Predictor
 from clipwise.models.classifier import AudioClassifier, ModelSpec
 from clipwise.run import RunFolder
-from clipwise.train.callbacks import EpochMetricsCSV, TimeBudget
+from clipwise.train.callbacks import EpochMetricsCSV, TimeBudget, WeightEMA
 from clipwise.train.module import ClassifierModule, evaluation_metrics
 
 PERFECT_SCORE_TOLERANCE = 1e-6
@@ -99,6 +99,16 @@ def auto_epochs(n_train: int, batch_size: int, *, steps: int = AUTO_EPOCH_STEPS,
     """
     per_epoch = max(1, n_train // batch_size)
     return int(min(bounds[1], max(bounds[0], round(steps / per_epoch))))
+
+
+def auto_ema_decay(total_steps: int, *, share: float = 0.05, bounds: tuple[float, float] = (0.9, 0.9999)) -> float:
+    """EMA decay whose time constant, 1 / (1 - decay), is ``share`` of the planned optimiser steps.
+
+    A fixed decay suits only one run length: 0.999 averages over ~1,000 steps, most of a 1,600-step run, so the
+    average would trail far behind the weights; over a 300,000-step run the same share gives timm's usual 0.9998.
+    """
+    tau = max(1.0, share * total_steps)
+    return round(float(min(bounds[1], max(bounds[0], 1.0 - 1.0 / tau))), 6)
 
 
 def _check_labels(df: pd.DataFrame) -> list[str]:
@@ -166,6 +176,8 @@ def prepare_data(config: Config, run: RunFolder | None) -> PreparedData:
         config.train.epochs = planned
     elif config.train.epochs == "auto":
         config.train.epochs = auto_epochs(len(targets["train"]), config.data.batch_size)
+    if config.train.ema == "auto":
+        config.train.ema = auto_ema_decay(config.train.epochs * max(1, len(targets["train"]) // config.data.batch_size))
     return PreparedData(df, labels, stores, targets, bad, leakage)
 
 
@@ -262,6 +274,8 @@ def _callbacks(config: Config, run: RunFolder, *, resumed_epoch: int | None):
         ModelCheckpoint(dirpath=run.checkpoints_dir, filename="last", save_top_k=1, enable_version_counter=False),
         EpochMetricsCSV(run, resumed_epoch=resumed_epoch),
     ]
+    if config.train.ema is not None:
+        cbs.append(WeightEMA(float(config.train.ema)))
     if config.train.max_minutes and resumed_epoch is None:
         cbs.append(TimeBudget(config.train.max_minutes))
     if config.train.patience:
