@@ -18,7 +18,8 @@ SYNTH_CLASSES4 = ("tone", "white_noise", "click_train", "chirp_up")
 # The model does not matter in most training tests; these keep a run to seconds on two shared cores.
 TINY = ("model.name=audiocnn_small", "data.batch_size=8", "train.progress=false", "train.threads=1")
 # Augmentation off, for tests that need the model to fit its training clips.
-NO_AUGMENT = ("augment.mixup_alpha=0", "augment.specaugment=false", "data.gain_db=0", "augment.label_smoothing=0")
+NO_AUGMENT = ("augment.mixup_alpha=0", "augment.specaugment=false", "data.gain_db=0", "augment.label_smoothing=0",
+              "augment.freq_warp=0", "augment.filter_db=0")
 
 
 @pytest.fixture(autouse=True, scope="session")
