@@ -269,3 +269,16 @@ def test_train_test_fold_puts_that_fold_in_test(cli, tiny, make_manifest, run_di
     assert (fold_of[splits["split"] != "test"] != 2).all()
     assert set(splits["split"]) == {"train", "val", "test"}
     assert RunFolder(created).load_summary()["data"]["n_test"] == 8
+
+
+def test_demo_generates_trains_reports_and_predicts_within_its_time_budget(cli, tmp_path):
+    import yaml
+
+    r = cli("demo", "--out", tmp_path / "demo", "--epochs", "1")
+    assert r.rc == 0, r.err
+    for step in ("[1/4]", "[2/4]", "[3/4]", "[4/4]", "demo finished"):
+        assert step in r.out
+    run = RunFolder(tmp_path / "demo" / "run")
+    assert (run.root / "report.md").is_file() and run.load_summary()["test"]["n"] > 0
+    # the schedule is planned to fit two minutes, whatever the machine
+    assert yaml.safe_load(run.config_path.read_text())["train"]["max_minutes"] == 2

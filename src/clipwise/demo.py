@@ -8,11 +8,18 @@ from pathlib import Path
 from clipwise.config import load_config
 from clipwise.data.synth import make_synthetic_dataset
 
-# The demo's own settings: a small synthetic set trains to near-perfect accuracy in about a minute on 2 cores.
+# The demo's own settings: a small synthetic set trains to near-perfect accuracy in about two minutes on 2 cores.
+# The synthetic sounds come from one "microphone" and no speakers, so the augmentations that buy robustness to
+# those (frequency warp, random equalisation) would only slow convergence: measured, 94 % instead of 99 % test
+# accuracy within the same two minutes. The time budget plans the schedule to fit (a slower machine gets fewer,
+# fully annealed epochs), so the demo stays under three minutes wherever it runs.
 DEMO_CLIPS_PER_CLASS = 48
 DEMO_OVERRIDES = [
     "data.batch_size=16",
     "train.epochs=50",
+    "train.max_minutes=2",
+    "augment.freq_warp=0",
+    "augment.filter_db=0",
 ]
 
 
