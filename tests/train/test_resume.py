@@ -129,3 +129,17 @@ def test_resume_needs_a_checkpoint(cli, two_epochs, tmp_path):
 
     result = cli("train", "--resume", tmp_path / "nowhere")
     assert result.rc == 2 and "not a clipwise run folder" in result.err
+
+
+def test_a_resumed_run_counts_the_training_time_of_its_earlier_processes(cli, two_epochs, tmp_path):
+    run = RunFolder(shutil.copytree(two_epochs.root, tmp_path / "run"))
+    ckpt = _ckpt(run.last_checkpoint)
+    first = ckpt["clipwise_train_seconds"]
+    assert 0 < first <= two_epochs.load_summary()["timing"]["train_seconds"]
+    ckpt["clipwise_train_seconds"] = 1000.0  # as if the first process had trained for 1000 s
+    torch.save(ckpt, run.last_checkpoint)
+
+    assert cli("train", "--resume", run.root, "train.epochs=3").rc == 0
+    timing = run.load_summary()["timing"]
+    assert 1000.0 < timing["train_seconds"] < 1000.0 + 600
+    assert _ckpt(run.last_checkpoint)["clipwise_train_seconds"] > 1000.0

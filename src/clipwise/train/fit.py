@@ -377,7 +377,7 @@ def _train(run: RunFolder, config: Config, *, resume: bool) -> Path:
         kept = [c for c in ("path", "label", "split", "start", "end") if c in data.frame]
         data.frame[kept].to_csv(run.root / "splits.csv", index=False)
         run.save_json(run.leakage_path, data.leakage)
-    t1 = time.time()
+    module.fit_started = time.time()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except SystemExit:
@@ -385,7 +385,7 @@ def _train(run: RunFolder, config: Config, *, resume: bool) -> Path:
         if trainer.interrupted:
             raise KeyboardInterrupt from None
         raise
-    train_seconds = time.time() - t1
+    train_seconds = module.train_seconds()  # a resumed run counts its earlier processes too
     checksums = _gather_checksums(trainer, _weights_checksum(module.model))
     if not trainer.is_global_zero:
         return run.root

@@ -9,6 +9,7 @@ read; comparing validation with the training loss is how reports go wrong.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import lightning as L
@@ -144,6 +145,13 @@ class ClassifierModule(L.LightningModule):
         self.diverged: str | None = None
         self.planned_epochs: int = int(config["train"]["epochs"])  # the schedule's length
         self.budget_epochs: int | None = None  # set when train.max_minutes planned the length
+        # training time of earlier processes of this run (restored on --resume), and when this process began
+        self.seconds_before: float = 0.0
+        self.fit_started: float | None = None
+
+    def train_seconds(self) -> float:
+        """Training wall time of the run so far: earlier processes (up to their last checkpoint) plus this one."""
+        return self.seconds_before + (time.time() - self.fit_started if self.fit_started is not None else 0.0)
 
     def _stop_diverged(self, what: str) -> None:
         if self.diverged is None:
@@ -221,10 +229,13 @@ class ClassifierModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.budget_epochs is not None:
             checkpoint["clipwise_budget_epochs"] = self.budget_epochs
+        checkpoint["clipwise_train_seconds"] = self.train_seconds()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "clipwise_budget_epochs" in checkpoint:
             self.budget_epochs = self.planned_epochs = int(checkpoint["clipwise_budget_epochs"])
+        # time spent after this checkpoint by an interrupted process is redone, so it is not counted
+        self.seconds_before = float(checkpoint.get("clipwise_train_seconds", 0.0))
 
     def on_train_start(self) -> None:
         # a resumed run keeps the length its time budget planned (and nothing else shortens a run)
