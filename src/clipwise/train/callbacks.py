@@ -100,4 +100,3 @@ class WeightEMA(WeightAveraging):
 
     def __init__(self, decay: float):
         super().__init__(multi_avg_fn=ema_update(decay))
-        self.decay = decay

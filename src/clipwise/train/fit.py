@@ -90,6 +90,11 @@ def auto_clip_seconds(durations: np.ndarray, *, percentile: float = 95, lo: floa
     return float(min(hi, max(lo, math.ceil(value * 10 - 1e-6) / 10)))
 
 
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimiser steps in one pass over ``n_train`` clips (the last partial batch is dropped)."""
+    return max(1, n_train // batch_size)
+
+
 def auto_epochs(n_train: int, batch_size: int, *, steps: int = AUTO_EPOCH_STEPS,
                 bounds: tuple[int, int] = AUTO_EPOCH_RANGE) -> int:
     """Epochs that give about ``steps`` optimiser steps, within ``bounds``.
@@ -97,8 +102,7 @@ def auto_epochs(n_train: int, batch_size: int, *, steps: int = AUTO_EPOCH_STEPS,
     What a model needs to converge is closer to a number of updates than to a number of passes: a set of 1,400
     clips gets about 37 epochs, one of 2,300 about 23, one of 80,000 the minimum of 10.
     """
-    per_epoch = max(1, n_train // batch_size)
-    return int(min(bounds[1], max(bounds[0], round(steps / per_epoch))))
+    return int(min(bounds[1], max(bounds[0], round(steps / steps_per_epoch(n_train, batch_size)))))
 
 
 def auto_ema_decay(total_steps: int, *, share: float = 0.05, bounds: tuple[float, float] = (0.9, 0.9999)) -> float:
@@ -177,7 +181,8 @@ def prepare_data(config: Config, run: RunFolder | None) -> PreparedData:
     elif config.train.epochs == "auto":
         config.train.epochs = auto_epochs(len(targets["train"]), config.data.batch_size)
     if config.train.ema == "auto":
-        config.train.ema = auto_ema_decay(config.train.epochs * max(1, len(targets["train"]) // config.data.batch_size))
+        config.train.ema = auto_ema_decay(config.train.epochs * steps_per_epoch(len(targets["train"]),
+                                                                                 config.data.batch_size))
     return PreparedData(df, labels, stores, targets, bad, leakage)
 
 
@@ -338,11 +343,11 @@ def _train(run: RunFolder, config: Config, *, resume: bool) -> Path:
     t0 = time.time()
     data = prepare_data(config, run)
     spec = build_spec(config, data.labels)
-    steps_per_epoch = max(1, len(data.targets["train"]) // config.data.batch_size)
+    per_epoch = steps_per_epoch(len(data.targets["train"]), config.data.batch_size)
     weights = None
     if config.train.class_weights == "balanced":
         weights = balanced_class_weights(data.targets["train"], len(data.labels)).tolist()
-    module = ClassifierModule(spec.to_dict(), config.to_dict(), steps_per_epoch, class_weights=weights)
+    module = ClassifierModule(spec.to_dict(), config.to_dict(), per_epoch, class_weights=weights)
     fit_normalisation(module.model, data.stores["train"])
     module.hparams.spec = spec.to_dict()
     datamodule = _DataModule(config, data, spec)
@@ -377,7 +382,6 @@ def _train(run: RunFolder, config: Config, *, resume: bool) -> Path:
         kept = [c for c in ("path", "label", "split", "start", "end") if c in data.frame]
         data.frame[kept].to_csv(run.root / "splits.csv", index=False)
         run.save_json(run.leakage_path, data.leakage)
-    module.fit_started = time.time()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except SystemExit:

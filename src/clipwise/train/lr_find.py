@@ -29,7 +29,7 @@ def lr_range_test(config: Config, *, out: str | Path, start: float = 1e-6, end: 
     """
     import lightning as L
 
-    from clipwise.train.fit import _DataModule, build_spec, fit_normalisation, prepare_data
+    from clipwise.train.fit import _DataModule, build_spec, fit_normalisation, prepare_data, steps_per_epoch
     from clipwise.train.module import ClassifierModule, parameter_groups
 
     out = Path(out)
@@ -39,7 +39,8 @@ def lr_range_test(config: Config, *, out: str | Path, start: float = 1e-6, end: 
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     data = prepare_data(config, None)
     spec = build_spec(config, data.labels)
-    module = ClassifierModule(spec.to_dict(), config.to_dict(), max(1, len(data.targets["train"]) // config.data.batch_size))
+    module = ClassifierModule(spec.to_dict(), config.to_dict(),
+                              steps_per_epoch(len(data.targets["train"]), config.data.batch_size))
     fit_normalisation(module.model, data.stores["train"])
     module.train()
     loader = _DataModule(config, data, spec).train_dataloader()

@@ -226,6 +226,9 @@ class ClassifierModule(L.LightningModule):
             outputs.clear()
 
     # -- optimisation ------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self.fit_started = time.time()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.budget_epochs is not None:
             checkpoint["clipwise_budget_epochs"] = self.budget_epochs
