@@ -53,3 +53,18 @@ def save_result(name: str, result: dict) -> Path:
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return path
+
+
+def fsdd_loso_manifest(work: Path) -> tuple[Path, list[str]]:
+    """FSDD with one fold per speaker (leave-one-speaker-out) written to ``work/manifest_loso.csv``; the
+    official split column is dropped so the fold decides the test set. Returns the path and the speakers."""
+    import pandas as pd
+
+    src = dataset_manifest("fsdd")
+    df = pd.read_csv(src)
+    df["path"] = [str((src.parent / x).resolve()) for x in df["path"]]
+    speakers = sorted(df["group"].unique())
+    df = df.drop(columns=["split"]).assign(fold=[speakers.index(g) + 1 for g in df["group"]])
+    work.mkdir(parents=True, exist_ok=True)
+    df.to_csv(work / "manifest_loso.csv", index=False)
+    return work / "manifest_loso.csv", speakers

@@ -22,6 +22,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--train", type=int, default=2000, help="training mixtures (from folds 2-5)")
     p.add_argument("--test", type=int, default=400, help="test mixtures (from fold 1)")
+    p.add_argument("--name", default="run", help="run folder under results/esc50_mixtures (screens of other "
+                   "settings use their own; the result file is esc50_mixtures.json for 'run', else _NAME.json)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     from clipwise.data.manifest import read_manifest
@@ -33,11 +35,11 @@ def main() -> None:
         df = read_manifest(dataset_manifest("esc50_16k"))
         df = df.assign(split=["test" if f == 1 else "train" for f in df["fold"]]).drop(columns=["fold"])
         make_mixtures(df, work / "data", n_per_side={"train": args.train, "test": args.test}, seed=0)
-    out = work / "run"
-    train_or_resume(["--data", str(manifest)], out=out, overrides=args.overrides, log=work / "run.log")
+    out = work / args.name
+    train_or_resume(["--data", str(manifest)], out=out, overrides=args.overrides, log=work / f"{args.name}.log")
     s = json.loads((out / "summary.json").read_text())
-    save_result("esc50_mixtures", {
-        "command": f"benchmarks/esc50_mixtures.py --train {args.train} --test {args.test} " + " ".join(args.overrides),
+    save_result("esc50_mixtures" if args.name == "run" else f"esc50_mixtures_{args.name}", {
+        "command": f"benchmarks/esc50_mixtures.py --name {args.name} --train {args.train} --test {args.test} " + " ".join(args.overrides),
         "test": {k: s["test"][k] for k in ("lwlrap", "mAP", "macro_f1", "micro_f1", "n")},
         "prior_baseline": s["baseline"],
         "train_minutes": round(s["timing"]["train_seconds"] / 60, 1),

@@ -18,10 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, dataset_manifest, save_result, train_or_resume  # noqa: E402
+from _common import RESULTS, fsdd_loso_manifest, save_result, train_or_resume  # noqa: E402
 
 
 def main() -> None:
@@ -33,14 +32,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     work = RESULTS / args.name
-    work.mkdir(parents=True, exist_ok=True)
-    df = pd.read_csv(dataset_manifest("fsdd"))
-    df["path"] = [str((dataset_manifest("fsdd").parent / x).resolve()) for x in df["path"]]
-    speakers = sorted(df["group"].unique())
-    # one fold per speaker; the official split column is dropped so the fold decides the test set
-    df = df.drop(columns=["split"]).assign(fold=[speakers.index(g) + 1 for g in df["group"]])
-    manifest = work / "manifest_loso.csv"
-    df.to_csv(manifest, index=False)
+    manifest, speakers = fsdd_loso_manifest(work)
     threads = [f"train.threads={max(1, (os.cpu_count() or 1) // args.jobs)}"] if args.jobs > 1 else []
 
     def run_fold(k: int, speaker: str) -> Path:

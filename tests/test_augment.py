@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipwise.augment import FilterAugment, FrequencyWarp, SpecAugment, TimeStretch, random_gain
+from clipwise.augment import FilterAugment, FrequencyWarp, Overlay, SpecAugment, TimeStretch, random_gain
 
 
 def _runs(row: torch.Tensor) -> list[int]:
@@ -254,3 +254,53 @@ def test_logmel_mfcc_frontend_stacks_both():
     assert out.shape[1] == 53 and both.n_bins == 53
     torch.testing.assert_close(out[:, :40], LogMel(sample_rate=16000, n_mels=40)(wave))
     torch.testing.assert_close(out[:, 40:], MFCC(sample_rate=16000, n_mels=40, n_mfcc=13)(wave))
+
+
+# --- overlay (multi-label) ---------------------------------------------------------------------------------
+
+
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    return x.pow(2).mean(-1).sqrt()
+
+
+def test_overlay_adds_the_levelled_partner_and_takes_the_union_of_labels():
+    rng = np.random.default_rng(0)
+    a = torch.from_numpy(rng.standard_normal((3, 8000)).astype(np.float32))
+    wave = a * torch.tensor([[1.0], [10.0], [0.1]])  # three levels: the partner is brought to each clip's own
+    target = torch.tensor([[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1]], dtype=torch.float32)
+    picked, partner, gain = np.array([True, True, False]), np.array([1, 2, 0]), np.array([0.0, 6.0, 0.0])
+    out, y = Overlay.apply(wave, target, picked, partner, gain)
+    # clip 0 + clip 1 levelled to clip 0's RMS at 0 dB; clip 1 + clip 2 at +6 dB; clip 2 untouched
+    expect0 = (wave[0] + wave[1] * (_rms(wave[0]) / _rms(wave[1]))) / np.sqrt(2)
+    rel = 10 ** (6 / 20)
+    expect1 = (wave[1] + wave[2] * (_rms(wave[1]) / _rms(wave[2]) * rel)) / np.sqrt(1 + rel**2)
+    torch.testing.assert_close(out[0], expect0)
+    torch.testing.assert_close(out[1], expect1)
+    assert torch.equal(out[2], wave[2])
+    # independent noises: the sum keeps the clip's level within a few per cent
+    torch.testing.assert_close(_rms(out[:2]), _rms(wave[:2]), rtol=0.05, atol=0)
+    assert y.tolist() == [[1, 1, 1, 0], [0, 1, 1, 1], [0, 0, 0, 1]]
+
+
+@pytest.mark.parametrize("n", [2, 3, 32])
+def test_overlay_draws_a_partner_other_than_the_clip_itself_and_gains_in_range(n):
+    aug = Overlay(p=0.5, gain_db=6.0)
+    np.random.seed(0)
+    for _ in range(50):
+        picked, partner, gain = aug.draw(n)
+        assert (partner != np.arange(n)).all() and sorted(partner) == list(range(n))
+        assert np.abs(gain).max() <= 6.0
+    np.random.seed(1)
+    share = np.mean([aug.draw(n)[0].mean() for _ in range(400)])
+    assert share == pytest.approx(0.5, abs=0.05)
+
+
+def test_overlay_is_the_identity_in_eval_mode_and_for_a_single_clip():
+    wave, target = torch.randn(4, 100), torch.eye(4)
+    aug = Overlay(p=1.0).eval()
+    assert aug(wave, target)[0] is wave
+    aug.train()
+    out, y = aug(wave[:1], target[:1])
+    assert out is not None and torch.equal(out, wave[:1]) and torch.equal(y, target[:1])
+    out, y = aug(wave, target)
+    assert (y.sum(1) == 2).all() and not torch.equal(out, wave)

@@ -100,3 +100,49 @@ def test_an_ensemble_of_trained_runs_evaluates_and_predicts(synth_manifest, tmp_
     np.testing.assert_allclose(mixed, weights[0] * parts[0] + weights[1] * parts[1], atol=1e-6)
     r = cli("predict", tmp_path / "ens", *files, "--format", "csv")
     assert r.rc == 0 and r.out.count("\n") == 4
+
+
+def _ml_member(root, y: np.ndarray, knows: list[int], seed: int) -> RunFolder:
+    """A multi-label run that scores the classes in ``knows`` right (0.9 present, 0.05 absent) and the others
+    at random."""
+    rng = np.random.default_rng(seed)
+    run = RunFolder(root)
+    run.save_labels(LABELS)
+    run.save_config_yaml({"data": {"task": "multilabel"}, "train": {"monitor": "val_lwlrap"}})
+    for split in ("val", "test"):
+        probs = rng.uniform(0.05, 0.95, y.shape)
+        probs[:, knows] = np.where(y[:, knows] == 1, 0.9, 0.05)
+        run.save_predictions(split, [f"clip{i}.wav" for i in range(len(y))], y, probs, thresholds=0.5)
+    run.save_summary({"test": {"lwlrap": 0.5}, "baseline": {"lwlrap": 0.3, "mAP": 0.3}})
+    return run
+
+
+def test_multilabel_members_make_a_multilabel_ensemble_better_than_either(tmp_path):
+    from clipwise.evaluate.multilabel import lwlrap
+
+    rng = np.random.default_rng(3)
+    y = (rng.random((120, 4)) < 0.4).astype(int)
+    y[y.sum(1) == 0, 0] = 1  # every clip carries a label
+    a = _ml_member(tmp_path / "a", y, [0, 1], 0)
+    b = _ml_member(tmp_path / "b", y, [2, 3], 1)
+    out = build_ensemble([a.root, b.root], tmp_path / "ens", weights="mean")
+    s = json.loads((out / "summary.json").read_text())
+    members = [m["test_lwlrap"] for m in s["members"].values()]
+    assert max(members) < 0.96 and s["test"]["lwlrap"] == pytest.approx(1.0) and "accuracy" not in s["test"]
+    ens = RunFolder(out)
+    assert ens.is_multi_label()
+    thresholds = json.loads(ens.thresholds_path.read_text())
+    assert thresholds["tuned_on"] == "val" and set(thresholds["thresholds"]) == set(LABELS)
+    _, probs, truth = ens.load_predictions("test")
+    assert np.array_equal(truth, y) and lwlrap(truth, probs) == pytest.approx(s["test"]["lwlrap"], abs=1e-6)
+    # learned weights, by binary cross-entropy: a member that knows every class beats one that knows none
+    c = _ml_member(tmp_path / "c", y, [0, 1, 2, 3], 2)
+    d = _ml_member(tmp_path / "d", y, [], 3)
+    w = learn_weights(y, [RunFolder(d.root).load_predictions("val")[1], RunFolder(c.root).load_predictions("val")[1]])
+    assert w[1] > 0.9
+    # a single-label member is refused
+    single = _member(tmp_path / "single", np.arange(120) % 4, np.arange(120) < 60, 0)
+    from clipwise.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="same task"):
+        build_ensemble([a.root, single.root], tmp_path / "mixed")

@@ -59,6 +59,7 @@ def test_a_trial_of_a_killed_process_is_tried_again(synth_manifest, space, tmp_p
                        "frontend.n_mels": optuna.distributions.CategoricalDistribution([32, 48])})
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", dead.pid)
+    trial.set_user_attr("run", "trial_000")
     params = trial.params
     r = _sweep(cli, synth_manifest, space, out, tiny, "--trials", "1", "--sampler", "random")
     assert r.rc == 0, r.err
@@ -68,6 +69,9 @@ def test_a_trial_of_a_killed_process_is_tried_again(synth_manifest, space, tmp_p
     assert states[0] == optuna.trial.TrialState.FAIL
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 1 and done[0].params == params
+    # the retry works in the folder of the trial that was cut off (a run resumes there, CV keeps its folds)
+    assert done[0].user_attrs["run"] == "trial_000" and done[0].number == 1
+    assert (out / "trial_000" / "summary.json").is_file() and not (out / "trial_001").exists()
 
 
 def test_the_search_space_is_checked_first(synth_manifest, tmp_path, cli, tiny):
@@ -80,3 +84,25 @@ def test_the_search_space_is_checked_first(synth_manifest, tmp_path, cli, tiny):
     r = cli("sweep", "--data", synth_manifest, "--space", rng, "--out", tmp_path / "s2", "--sampler", "grid", *tiny)
     assert r.rc == 2 and "grid search needs lists" in r.err
     assert not (tmp_path / "s").exists() or not list((tmp_path / "s").glob("trial_*"))
+
+
+def test_a_cross_validated_sweep_scores_each_trial_by_its_folds_mean(make_manifest, tmp_path, cli, tiny):
+    manifest = make_manifest("cv4x6")
+    space = tmp_path / "space.yaml"
+    space.write_text("data.pad_mode: [zeros, wrap]\n")
+    out = tmp_path / "sweep"
+    r = cli("sweep", "--data", manifest, "--space", space, "--out", out, "--sampler", "grid", "--epochs", "1",
+            "--cv", "3", *tiny)
+    assert r.rc == 0, r.err
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert len(board) == 2 and set(board["folds"]) == {3}
+    for _, row in board.iterrows():
+        folds = [pd.read_json(f, typ="series") for f in sorted((out / row["run"]).glob("fold*/summary.json"))]
+        assert len(folds) == 3
+        assert row["val_accuracy"] == pytest.approx(sum(f["val"]["accuracy"] for f in folds) / 3)
+        assert row["test_accuracy"] == pytest.approx(sum(f["test"]["accuracy"] for f in folds) / 3)
+        assert (out / row["run"] / "cv_summary.json").is_file()
+    assert "means over its folds" in (out / "leaderboard.md").read_text()
+    # the study remembers its protocol: continuing it without --cv is refused rather than mixing the two
+    r = cli("sweep", "--data", manifest, "--space", space, "--out", out, "--sampler", "grid", "--epochs", "1", *tiny)
+    assert r.rc == 2 and "cv=3" in r.err

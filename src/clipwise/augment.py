@@ -212,3 +212,42 @@ class TimeReverse(nn.Module):
             return x
         flip = torch.from_numpy(np.random.rand(x.shape[0]) < self.p).to(x.device)
         return torch.where(flip[:, None, None], x.flip(-1), x)
+
+
+class Overlay(nn.Module):
+    """Adds a second training clip to a waveform with probability ``p`` and gives the sum the union of both
+    clips' labels: multi-label only, where it is the physical counterpart of mixup (a sum of sounds carries all
+    their labels, whereas a blend of log-spectrograms with blended targets describes no real recording).
+
+    The partner is levelled to the clip's RMS, given a random gain within +/- ``gain_db``, and the sum is scaled
+    back to about the clip's level. Active only in training; ``draw`` and ``apply`` are separate so a test can
+    replay a draw.
+    """
+
+    def __init__(self, p: float = 0.5, gain_db: float = 6.0):
+        super().__init__()
+        self.p, self.gain_db = p, gain_db
+
+    def draw(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(which clips get a partner, the partner of each clip, each partner's gain in dB)."""
+        picked = np.random.rand(n) < self.p
+        partner = (np.arange(n) + np.random.randint(1, max(n, 2))) % n  # one shift per batch: never itself
+        return picked, partner, np.random.uniform(-self.gain_db, self.gain_db, n)
+
+    @staticmethod
+    def apply(wave: torch.Tensor, target: torch.Tensor, picked: np.ndarray, partner: np.ndarray,
+              gain_db: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.from_numpy(partner).to(wave.device)
+        rms = wave.float().pow(2).mean(-1).sqrt().clamp_min(1e-8)
+        rel = torch.from_numpy(10 ** (gain_db / 20)).to(wave.device, torch.float32)
+        scale = rms / rms[idx] * rel
+        mixed = (wave + (scale[:, None] * wave[idx]).to(wave.dtype)) / torch.sqrt(1 + rel**2)[:, None].to(wave.dtype)
+        sel = torch.from_numpy(picked).to(wave.device)
+        wave = torch.where(sel[:, None], mixed, wave)
+        target = torch.where(sel[:, None], torch.maximum(target, target[idx]), target)
+        return wave, target
+
+    def forward(self, wave: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.training or self.p <= 0 or len(wave) < 2:
+            return wave, target
+        return self.apply(wave, target, *self.draw(len(wave)))

@@ -303,7 +303,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     config = _config_from_args(args)
     board = run_sweep(config, space, args.out, trials=args.trials, sampler=args.sampler, metric=args.metric,
-                      seed=args.seed)
+                      seed=args.seed, cv=args.cv)
     print(f"\nsweep folder: {args.out} ({len(board)} finished trials; leaderboard.md, leaderboard.csv)")
     if len(board):
         print(board.head(10).to_string(index=False))
@@ -332,7 +332,8 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         print(f"  {name:30s} weight {w:.3f}  " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     for split in ("val", "test"):
         if split in summary:
-            print(f"  {'ensemble ' + split:30s} accuracy {summary[split]['accuracy']:.4f}  "
+            main = "lwlrap" if "lwlrap" in summary[split] else "accuracy"
+            print(f"  {'ensemble ' + split:30s} {main} {summary[split][main]:.4f}  "
                   f"macro-F1 {summary[split]['macro_f1']:.4f}")
     return 0
 
@@ -445,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metric", help="validation metric to optimise (default: the config's monitor)")
     s.add_argument("--seed", type=int, default=0, help="sampler seed")
     s.add_argument("--test-fold", type=int, help="with a fold column: the fold used as test set")
+    s.add_argument("--cv", nargs="?", type=int, const=0, metavar="K", help="cross-validate every trial (the "
+                   "manifest's folds, or K grouped folds) and optimise the mean validation score over its folds")
     s.set_defaults(fn=cmd_sweep)
 
     s = sub.add_parser("lr-find", help="learning-rate range test on your data: the loss curve and a suggestion")

@@ -114,6 +114,10 @@ class AugmentConfig(_Section):
                              "(FilterAugment: robustness to microphones and rooms); 0 = off")
     time_reverse: float = Field(0.0, ge=0, le=1, description="probability of playing a training clip backwards "
                                 "(mirroring in time; off by default: many sounds are not time-symmetric)")
+    overlay: float = Field(0.0, ge=0, le=1, description="multi-label tasks only: probability that a training "
+                           "clip gets a second training clip added to its waveform (levelled, +/- overlay_gain_db) "
+                           "and the union of both clips' labels; 0 = off")
+    overlay_gain_db: float = Field(6.0, ge=0, description="the added clip's random gain range in dB (augment.overlay)")
     mixup_alpha: float = Field(0.3, ge=0)
     cutmix_alpha: float = Field(0.0, ge=0)
     mixup_prob: float = Field(1.0, ge=0, le=1)

@@ -1,4 +1,6 @@
 """Ensembles of trained runs: probabilities averaged, with equal weights or weights learned on validation.
+Single-label runs mix softmax probabilities, multi-label runs sigmoid ones (with per-class thresholds tuned
+on the mixed validation scores, as a multi-label run does).
 
 ``clipwise ensemble RUN RUN ... --out DIR`` checks that the members were trained on the same labels and scored
 the same validation and test clips, combines their saved probabilities (no audio is decoded), and writes a run
@@ -6,8 +8,9 @@ folder like any other: ensemble.json (members and weights), labels.json, predict
 ``evaluate`` and ``predict`` work on it: each member scores the audio with its own frontend and clip length
 (members may differ in sample rate, features and architecture) and the weighted mean is the ensemble's output.
 
-Learned weights minimise the validation log-loss over the probability simplex (a softmax parametrisation,
-optimised with L-BFGS); the test split is never used to choose them.
+Learned weights minimise the validation log-loss (multi-label: the mean binary cross-entropy) over the
+probability simplex (a softmax parametrisation, optimised with L-BFGS); the test split is never used to choose
+them.
 """
 
 from __future__ import annotations
@@ -28,11 +31,18 @@ ENSEMBLE_FILE = "ensemble.json"
 
 
 def learn_weights(y: np.ndarray, member_probs: list[np.ndarray]) -> np.ndarray:
-    """Weights on the simplex that minimise the log-loss of ``sum_k w_k * probs_k`` on (validation) data."""
+    """Weights on the simplex that minimise the log-loss of ``sum_k w_k * probs_k`` on (validation) data:
+    ``y`` holds class indices (softmax members) or a multi-hot matrix (sigmoid members; binary cross-entropy)."""
     from scipy.optimize import minimize
 
-    stack = np.stack(member_probs)  # (members, clips, classes)
-    picked = np.clip(stack[:, np.arange(len(y)), y], LOG_LOSS_EPS, 1.0)  # (members, clips)
+    stack = np.stack(member_probs).astype(np.float64)  # (members, clips, classes)
+    if np.asarray(y).ndim == 2:
+        # each (clip, class) cell is a Bernoulli event: the probability a member gave to what happened
+        t = np.asarray(y, dtype=bool)
+        picked = np.where(t[None], stack, 1.0 - stack).reshape(len(stack), -1)
+    else:
+        picked = stack[:, np.arange(len(y)), y]  # (members, clips)
+    picked = np.clip(picked, LOG_LOSS_EPS, 1.0)
 
     def loss(z: np.ndarray) -> tuple[float, np.ndarray]:
         w = np.exp(z - z.max())
@@ -51,8 +61,6 @@ def _load_member(path: str | os.PathLike) -> RunFolder:
     run = RunFolder(path)
     if not run.summary_path.is_file() or not run.labels_path.is_file():
         raise RunError(f"{path} is not a finished run folder (summary.json and labels.json are needed)")
-    if run.is_multi_label():
-        raise ConfigError(f"{path} is a multi-label run; ensembles average single-label probabilities for now")
     return run
 
 
@@ -67,13 +75,18 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
     Raises:
         ConfigError: fewer than two runs, different labels or clips, bad weights.
     """
-    from clipwise.evaluate.metrics import classification_metrics
+    from clipwise.evaluate.multilabel import evaluation_metrics, lwlrap, tune_thresholds
     from clipwise.evaluate.report import write_report
 
     if len(runs) < 2:
         raise ConfigError("an ensemble needs at least two runs")
     members = [_load_member(r) for r in runs]
     labels = members[0].load_labels()
+    multi = members[0].is_multi_label()
+    mixed_tasks = [str(m.root) for m in members if m.is_multi_label() != multi]
+    if mixed_tasks:
+        raise ConfigError(f"{mixed_tasks} {'are not' if multi else 'are'} multi-label but {members[0].root} "
+                          f"{'is' if multi else 'is not'}: ensemble members must solve the same task")
     for m in members[1:]:
         if m.load_labels() != labels:
             raise ConfigError(f"{m.root} has labels {m.load_labels()[:5]}..., {members[0].root} has "
@@ -93,7 +106,7 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
         raise ConfigError("learning weights needs every member's predictions_val.csv; use --weights mean")
     if weights == "learn":
         y_val, probs = scored["val"][1], scored["val"][2]
-        keep = y_val >= 0
+        keep = _labelled(y_val)
         w = learn_weights(y_val[keep], [p[keep] for p in probs])
     elif weights == "mean":
         w = np.full(len(members), 1 / len(members))
@@ -113,19 +126,27 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
     run.save_labels(labels)
     if (members[0].root / "splits.csv").is_file():  # `evaluate` finds the members' split here
         (run.root / "splits.csv").write_text((members[0].root / "splits.csv").read_text())
-    run.save_config_yaml({"ensemble": spec, "train": {"monitor": "val_accuracy"}})
+    run.save_config_yaml({"ensemble": spec, "data": {"task": "multilabel" if multi else "multiclass"},
+                          "train": {"monitor": "val_lwlrap" if multi else "val_accuracy"}})
+    mixed = {split: np.tensordot(w, np.stack(probs), axes=1) for split, (_, _, probs) in scored.items()}
+    thresholds: np.ndarray | float = 0.5
+    if multi and "val" in scored and scored["val"][1] is not None:
+        # per-class thresholds for the ensemble's own scores, tuned on validation as a multi-label run does
+        thresholds = tune_thresholds(scored["val"][1], mixed["val"])
+        run.save_json(run.thresholds_path, {"tuned_on": "val", "objective": "F1 per class",
+                                            "thresholds": dict(zip(labels, thresholds.tolist()))})
     summary: dict[str, Any] = {"members": {}}
+    key = "lwlrap" if multi else "accuracy"
     for split, (paths, y, probs) in scored.items():
-        mix = np.tensordot(w, np.stack(probs), axes=1)
-        run.save_predictions(split, paths, y, mix, labels=labels)
+        run.save_predictions(split, paths, y, mixed[split], labels=labels,
+                             thresholds=thresholds if multi else None)
         if y is not None:
-            keep = y >= 0
-            metrics = classification_metrics(y[keep], mix[keep], labels=labels)
-            metrics["loss"] = metrics.pop("log_loss")
-            summary[split] = metrics
+            keep = _labelled(y)
+            summary[split] = evaluation_metrics(y[keep], mixed[split][keep], labels=labels, multi_label=multi,
+                                                thresholds=thresholds)
             for m, p in zip(members, probs):
-                summary["members"].setdefault(m.root.name, {})[f"{split}_accuracy"] = float(
-                    np.mean(p[keep].argmax(1) == y[keep]))
+                score = lwlrap(y[keep], p[keep]) if multi else np.mean(p[keep].argmax(1) == y[keep])
+                summary["members"].setdefault(m.root.name, {})[f"{split}_{key}"] = float(score)
     first = members[0].load_summary()
     summary.update(model={"name": "ensemble of " + ", ".join(m.root.name for m in members), "kind": "ensemble"},
                    baseline=first.get("baseline"), data={k: v for k, v in (first.get("data") or {}).items()
@@ -135,11 +156,14 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
     return run.root
 
 
+def _labelled(y: np.ndarray) -> np.ndarray:
+    """Rows with a truth: class index >= 0 (single-label), any row of a multi-hot matrix (multi-label)."""
+    return np.ones(len(y), dtype=bool) if y.ndim == 2 else y >= 0
+
+
 class EnsemblePredictor(Scoring):
     """Scores audio with every member (each with its own frontend and clip length) and mixes the
     probabilities with the ensemble's weights; the interface of :class:`~clipwise.infer.Predictor`."""
-
-    multi_label = False
 
     def __init__(self, run_dir: str | os.PathLike):
         from clipwise.infer.predictor import Predictor
@@ -149,6 +173,7 @@ class EnsemblePredictor(Scoring):
         if missing:
             raise RunError(f"ensemble member(s) {missing} are gone; the ensemble needs its members' folders")
         self.members = [Predictor.from_run(m) for m in spec["members"]]
+        self.multi_label = bool(self.members[0].multi_label)
         self.weights = np.asarray(spec["weights"], dtype=np.float64)
         self.labels = list(self.members[0].labels)
 

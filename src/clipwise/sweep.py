@@ -8,11 +8,14 @@ The search space is a YAML mapping of dotted config keys to either a list of val
     frontend.n_mels: [32, 64, 128]
     optim.lr: {low: 3.0e-4, high: 3.0e-3, log: true}
 
-Each trial is an ordinary run folder (``trial_<n>/``), trained with the base config plus the trial's values.
-The objective is a *validation* score (the test split is reported beside it, never used to choose). The study
-lives in ``study.db`` (SQLite) in the sweep folder: re-running the same command continues it, a trial cut off
-by a killed process is failed and its values are tried again, and several processes (or machines sharing the
-file system) can work on one study at once. The leaderboard (markdown and CSV) is rewritten after every trial.
+Each trial is an ordinary run folder (``trial_<n>/``), trained with the base config plus the trial's values;
+with ``cv`` each trial is a cross-validation folder instead (one run per fold, as ``clipwise cv``), scored by
+the mean over its folds, so a protocol such as leave-one-speaker-out can choose the settings. The objective is
+a *validation* score (the test split is reported beside it, never used to choose). The study lives in
+``study.db`` (SQLite) in the sweep folder: re-running the same command continues it, a trial cut off by a
+killed process is failed and its values are tried again in the same folder (an interrupted run resumes from
+its last checkpoint, a CV trial keeps its finished folds), and several processes (or machines sharing the file
+system) can work on one study at once. The leaderboard (markdown and CSV) is rewritten after every trial.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import yaml
 
 from clipwise.config import Config, load_config
 from clipwise.errors import ConfigError
-from clipwise.run import atomic_write_text
+from clipwise.run import RunFolder, atomic_write_text
 
 SAMPLERS = ("grid", "random", "tpe")
 
@@ -106,13 +109,15 @@ def _fail_dead_trials(study) -> int:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if t.user_attrs.get("host") == host and not _alive(int(t.user_attrs.get("pid", -1))):
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+            retry = {"retry_of": t.number, **({"run": t.user_attrs["run"]} if "run" in t.user_attrs else {})}
+            study.enqueue_trial(t.params, user_attrs=retry, skip_if_exists=False)
             revived += 1
     return revived
 
 
 def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, trials: int | None = None,
-              sampler: str = "tpe", metric: str | None = None, seed: int = 0) -> pd.DataFrame:
+              sampler: str = "tpe", metric: str | None = None, seed: int = 0,
+              cv: int | None = None) -> pd.DataFrame:
     """Run (or continue) a sweep; returns the leaderboard, best first.
 
     Args:
@@ -123,10 +128,13 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
         sampler: ``grid``, ``random`` or ``tpe``.
         metric: validation metric to optimise (default: the config's monitor).
         seed: the sampler's seed.
+        cv: cross-validate every trial: 0 = the manifest's fold column (or 5 grouped folds without one), K > 0 =
+            K grouped folds; None = one run per trial.
     """
     import optuna
 
     from clipwise.classical import is_classical, train_classical
+    from clipwise.train.cv import cross_validate
     from clipwise.train.fit import train
 
     if sampler not in SAMPLERS:
@@ -155,6 +163,9 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
         raise ConfigError(f"{out} holds a sweep over another search space; use another --out")
     study.set_user_attr("space", json.loads(json.dumps(space)))
     study.set_user_attr("metric", metric)
+    if study.user_attrs.get("cv", cv) != cv:
+        raise ConfigError(f"{out} holds a sweep with cv={study.user_attrs['cv']}; use the same --cv or another --out")
+    study.set_user_attr("cv", cv)
     revived = _fail_dead_trials(study)
     if revived:
         print(f"{revived} trial(s) cut off earlier will be tried again", flush=True)
@@ -165,18 +176,29 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
         trial.set_user_attr("pid", os.getpid())
         values = _suggest(trial, space)
         cfg = load_config(base=config.to_dict(), overrides=values)
-        run_dir = out / f"trial_{trial.number:03d}"
+        # a retried trial continues in the folder of the one that was cut off
+        run_dir = out / trial.user_attrs.get("run", f"trial_{trial.number:03d}")
         trial.set_user_attr("run", run_dir.name)
         print(f"trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in values.items()), flush=True)
-        fit(cfg, out=run_dir)
-        summary = json.loads((run_dir / "summary.json").read_text())
+        if cv is not None:
+            cross_validate(cfg, out=run_dir, folds=cv or None)
+            summaries = [json.loads(f.read_text()) for f in sorted(run_dir.glob("fold*/summary.json"))]
+            trial.set_user_attr("folds", len(summaries))
+        else:
+            run = RunFolder(run_dir)
+            if run.last_checkpoint.is_file() and not run.summary_path.is_file():
+                train(load_config(base=run.load_config_dict()), out=run_dir, resume=True)
+            elif not run.summary_path.is_file():
+                fit(cfg, out=run_dir)
+            summaries = [run.load_summary()]
         for split in ("test", "train_clean"):
-            if metric in (summary.get(split) or {}):
-                trial.set_user_attr(f"{split}_{metric}", summary[split][metric])
-        value = (summary.get("val") or {}).get(metric)
-        if value is None:
+            scores = [(s.get(split) or {}).get(metric) for s in summaries]
+            if scores and all(v is not None for v in scores):
+                trial.set_user_attr(f"{split}_{metric}", sum(scores) / len(scores))
+        scores = [(s.get("val") or {}).get(metric) for s in summaries]
+        if not scores or any(v is None for v in scores):
             raise ConfigError(f"trial {trial.number} has no validation {metric!r} to optimise")
-        return float(value)
+        return float(sum(scores) / len(scores))
 
     def after(study, trial) -> None:
         write_leaderboard(study, out)
@@ -199,6 +221,7 @@ def write_leaderboard(study, out: Path) -> pd.DataFrame:
         rows.append({"trial": t.number, "run": t.user_attrs.get("run"), f"val_{metric}": t.value,
                      f"test_{metric}": t.user_attrs.get(f"test_{metric}"),
                      f"train_clean_{metric}": t.user_attrs.get(f"train_clean_{metric}"),
+                     **({"folds": t.user_attrs["folds"]} if "folds" in t.user_attrs else {}),
                      "minutes": round((t.duration.total_seconds() if t.duration else 0) / 60, 2), **t.params})
     frame = pd.DataFrame(rows)
     if len(frame):
@@ -206,7 +229,9 @@ def write_leaderboard(study, out: Path) -> pd.DataFrame:
     atomic_write_text(out / "leaderboard.csv", frame.to_csv(index=False))
     failed = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
     lines = [f"# Sweep leaderboard ({len(frame)} finished trials, {failed} failed)", "",
-             f"Ranked by validation {metric}; the test column is reported, never used to choose.", ""]
+             f"Ranked by validation {metric}; the test column is reported, never used to choose."
+             + (" Each trial is a cross-validation: its scores are means over its folds." if study.user_attrs.get("cv")
+                is not None else ""), ""]
     if len(frame):
         cols = list(frame.columns)
         lines += ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]

@@ -111,6 +111,21 @@ def test_eval_mode_output_is_deterministic(model):
     torch.testing.assert_close(alone[0], first[0], atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_the_output_bias_found_for_every_model_shifts_its_logits(model):
+    # the multi-label prior initialisation writes this bias, so it must be the logits' last additive term
+    clf = _build(model)
+    _fit_norm(clf)
+    clf.eval()
+    with torch.no_grad():
+        assert clf.init_output_bias(torch.zeros(len(LABELS)))
+        before = clf(_waves())
+        shift = torch.tensor([-3.0, 0.5, 2.0])
+        assert clf.init_output_bias(shift)
+        after = clf(_waves())
+    torch.testing.assert_close(after - before, shift.expand_as(before), atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize(("model", "frontend"), CASES)
 def test_save_load_round_trip_gives_identical_outputs(model, frontend, tmp_path):
     clf = _build(model, frontend)

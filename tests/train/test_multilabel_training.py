@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from clipwise.data.manifest import read_manifest
 from clipwise.data.mixtures import make_mixtures
@@ -75,3 +76,46 @@ def test_a_monitor_of_the_wrong_task_is_refused(mixtures, tmp_path, cli, tiny):
     assert r.rc == 2 and "train.monitor=val_accuracy does not fit a multilabel task" in r.err
     df = pd.read_csv(mixtures)
     assert df["label"].str.contains(";").all()
+
+
+def test_a_fresh_multilabel_model_starts_at_the_label_prior(mixtures, tmp_path, cli, tiny, monkeypatch):
+    from clipwise.models.classifier import AudioClassifier
+    from clipwise.train.fit import prior_logits
+
+    seen = []
+    original = AudioClassifier.init_output_bias
+
+    def record(self, bias):
+        seen.append(torch.as_tensor(bias).clone())
+        return original(self, bias)
+
+    monkeypatch.setattr(AudioClassifier, "init_output_bias", record)
+    r = cli("train", "--data", mixtures, "--out", tmp_path / "run", "--epochs", "1", *tiny)
+    assert r.rc == 0, r.err
+    (bias,) = seen
+    train = pd.read_csv(tmp_path / "run" / "splits.csv").query("split == 'train'")
+    labels = json.loads((tmp_path / "run" / "labels.json").read_text())
+    assert sorted(labels) == sorted(CLASSES)
+    counts = np.array([train["label"].str.split(";").apply(lambda ls, c=c: c in ls).sum() for c in labels])
+    p = (counts + 0.5) / (len(train) + 1)
+    torch.testing.assert_close(bias, torch.tensor(np.log(p / (1 - p)), dtype=torch.float32))
+    # by hand: 1 of 3 clips carries class 0, all carry class 1, none class 2
+    torch.testing.assert_close(prior_logits(np.array([[1, 1, 0], [0, 1, 0], [0, 1, 0]]), 3),
+                               torch.tensor([np.log(1.5 / 2.5), np.log(3.5 / 0.5), np.log(0.5 / 3.5)],
+                                            dtype=torch.float32))
+    # balanced class weights make p = 0.5 the right start, so the bias is left alone
+    seen.clear()
+    r = cli("train", "--data", mixtures, "--out", tmp_path / "balanced", "--epochs", "1", *tiny,
+            "train.class_weights=balanced")
+    assert r.rc == 0, r.err
+    assert seen == []
+
+
+def test_overlay_trains_a_multilabel_run_and_is_refused_for_single_label_data(mixtures, make_manifest, tmp_path,
+                                                                               cli, tiny):
+    r = cli("train", "--data", mixtures, "--out", tmp_path / "ml", "--epochs", "1", *tiny, "augment.overlay=0.5")
+    assert r.rc == 0, r.err
+    assert RunFolder(tmp_path / "ml").load_config_dict()["augment"]["overlay"] == 0.5
+    single = make_manifest("ml5x12", classes=CLASSES, n_per_class=12, duration_seconds=0.5)
+    r = cli("train", "--data", single, "--out", tmp_path / "sl", "--epochs", "1", *tiny, "augment.overlay=0.5")
+    assert r.rc == 2 and "augment.overlay" in r.err and "multi-label" in r.err

@@ -13,7 +13,7 @@ from clipwise.data.manifest import check_files, parse_labels, read_manifest
 from clipwise.errors import ManifestError, RunError
 from clipwise.infer.predictor import Predictor
 from clipwise.run import RunFolder, atomic_write_text, to_jsonable
-from clipwise.train.module import evaluation_metrics
+from clipwise.evaluate.multilabel import evaluation_metrics
 
 
 def _run_split_frame(run: RunFolder, split: str) -> pd.DataFrame:

@@ -26,7 +26,7 @@ SPLITS = ("val", "test", "train_clean")
 
 
 def _metrics(run: RunFolder, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    from clipwise.train.module import evaluation_metrics
+    from clipwise.evaluate.multilabel import evaluation_metrics
 
     multi = y.ndim == 2
     thresholds = run.threshold_array(run.load_labels()) if multi else 0.5

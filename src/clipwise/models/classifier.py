@@ -120,6 +120,34 @@ class AudioClassifier(nn.Module):
         frames = None if lengths is None else self.frames_for(lengths)
         return self.forward_spec(self.spectrogram(wave), frames)
 
+    def output_layer(self) -> nn.Linear | nn.Conv2d | None:
+        """The layer that produces the logits: the backbone's ``get_classifier()`` (timm), else its ``head``,
+        else the last linear or 1x1-convolution layer with one output per class (None when there is none)."""
+        n = len(self.labels)
+
+        def fits(m: Any) -> bool:
+            return ((isinstance(m, nn.Linear) and m.out_features == n)
+                    or (isinstance(m, nn.Conv2d) and m.out_channels == n and m.kernel_size == (1, 1))) \
+                and m.bias is not None
+
+        for candidate in (getattr(self.backbone, "get_classifier", lambda: None)(),
+                          getattr(self.backbone, "head", None)):
+            found = [m for m in candidate.modules() if fits(m)] if isinstance(candidate, nn.Module) else []
+            if found:
+                return found[-1]
+        found = [m for m in self.backbone.modules() if fits(m)]
+        return found[-1] if found else None
+
+    def init_output_bias(self, bias: torch.Tensor) -> bool:
+        """Set the logits' bias (e.g. at the label prior, so a multi-label model starts at each class's base
+        rate instead of p = 0.5); returns False when no output layer with a bias is found."""
+        layer = self.output_layer()
+        if layer is None:
+            return False
+        with torch.no_grad():
+            layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
+        return True
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

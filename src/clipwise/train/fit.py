@@ -30,6 +30,7 @@ from clipwise.data.dataset import (
     WindowDataset,
     balanced_class_weights,
     balanced_sample_weights,
+    class_counts,
     collate_windows,
     encode_targets,
 )
@@ -38,12 +39,12 @@ from clipwise.data.manifest import check_files, label_names, parse_labels, read_
 from clipwise.data.splits import assign_splits, shared_groups
 from clipwise.errors import ConfigError, ManifestError
 from clipwise.evaluate.metrics import majority_baseline
-from clipwise.evaluate.multilabel import prior_baseline, tune_thresholds
+from clipwise.evaluate.multilabel import evaluation_metrics, prior_baseline, tune_thresholds
 from clipwise.infer.predictor import Predictor
 from clipwise.models.classifier import AudioClassifier, ModelSpec
 from clipwise.run import RunFolder
 from clipwise.train.callbacks import EpochMetricsCSV, TimeBudget, WeightEMA
-from clipwise.train.module import ClassifierModule, evaluation_metrics
+from clipwise.train.module import ClassifierModule
 
 PERFECT_SCORE_TOLERANCE = 1e-6
 RUN_DIR_ENV = "CLIPWISE_RUN_DIR"  # shared with DDP child processes, which re-run the same command
@@ -334,6 +335,13 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
             os.environ[RUN_DIR_ENV] = previous
 
 
+def prior_logits(targets: np.ndarray, n_classes: int) -> torch.Tensor:
+    """log(p / (1 - p)) of each class's share of training clips (smoothed: (count + 0.5) / (n + 1)), the output
+    bias at which a sigmoid model's first predictions are the label prior."""
+    p = (class_counts(targets, n_classes) + 0.5) / (len(targets) + 1.0)
+    return torch.as_tensor(np.log(p / (1.0 - p)), dtype=torch.float32)
+
+
 def _train(run: RunFolder, config: Config, *, resume: bool) -> Path:
     run.root.mkdir(parents=True, exist_ok=True)
     if config.train.threads:
@@ -348,6 +356,9 @@ def _train(run: RunFolder, config: Config, *, resume: bool) -> Path:
     if config.train.class_weights == "balanced":
         weights = balanced_class_weights(data.targets["train"], len(data.labels)).tolist()
     module = ClassifierModule(spec.to_dict(), config.to_dict(), per_epoch, class_weights=weights)
+    if spec.multi_label and weights is None:
+        # start every class at its base rate rather than p = 0.5 (with balanced weights 0.5 is the right start)
+        module.model.init_output_bias(prior_logits(data.targets["train"], len(data.labels)))
     fit_normalisation(module.model, data.stores["train"])
     module.hparams.spec = spec.to_dict()
     datamodule = _DataModule(config, data, spec)

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from clipwise.augment import FilterAugment, FrequencyWarp, SpecAugment, TimeReverse, TimeStretch
+from clipwise.augment import FilterAugment, FrequencyWarp, Overlay, SpecAugment, TimeReverse, TimeStretch
 from clipwise.data.dataset import aggregate_windows
-from clipwise.evaluate.metrics import LOG_LOSS_EPS, classification_metrics
-from clipwise.evaluate.multilabel import multilabel_metrics
+from clipwise.errors import ConfigError
+from clipwise.evaluate.multilabel import evaluation_metrics
 from clipwise.models.classifier import AudioClassifier, ModelSpec
 
 EVAL_STAGES = ("val", "train_clean")
@@ -126,6 +126,11 @@ class ClassifierModule(L.LightningModule):
         mel_aug = [m for m in mel_aug if m is not None]
         self.mel_augment = nn.Sequential(*mel_aug) if mel_aug else None
         self.multi_label = bool(spec.get("multi_label"))
+        overlay = aug.get("overlay", 0.0)
+        if overlay > 0 and not self.multi_label:
+            raise ConfigError("augment.overlay adds a second clip's labels, so it needs a multi-label task; set "
+                              "augment.overlay=0 (or data.task=multilabel if clips may carry several labels)")
+        self.overlay = Overlay(overlay, aug.get("overlay_gain_db", 6.0)) if overlay > 0 else None
         self.mixup = None
         self.mixup_alpha, self.mixup_prob = aug["mixup_alpha"], aug["mixup_prob"]
         if self.multi_label:
@@ -173,6 +178,8 @@ class ClassifierModule(L.LightningModule):
 
     def batch_loss(self, wave: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The training loss of one batch, with every augmentation (also used by the learning-rate finder)."""
+        if self.overlay is not None:
+            wave, target = self.overlay(wave, target)
         spec = self.specaugment(self.model.spectrogram(wave, self.mel_augment))
         if self.multi_label:
             loss = self._multilabel_loss(spec, target.float())
@@ -303,21 +310,3 @@ class ClassifierModule(L.LightningModule):
                 else min((step + 1) / max(1, warmup), 1.0),
             )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def evaluation_metrics(target: np.ndarray, probs: np.ndarray, *, labels: list[str], multi_label: bool = False,
-                       thresholds: np.ndarray | float = 0.5) -> dict[str, float]:
-    """The metrics logged for validation and clean-train scoring.
-
-    Single-label: accuracy, balanced accuracy, macro-F1, top-5 and loss = NLL of the clip probabilities.
-    Multi-label: lwlrap, mAP, macro / micro F1 at ``thresholds`` and loss = mean binary cross-entropy.
-    """
-    if multi_label:
-        metrics = multilabel_metrics(target, probs, thresholds=thresholds)
-        p = np.clip(np.asarray(probs, dtype=np.float64), LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
-        y = np.asarray(target, dtype=np.float64)
-        metrics["loss"] = float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
-        return metrics
-    metrics = classification_metrics(target, probs, labels=labels)
-    metrics["loss"] = metrics.pop("log_loss")
-    return metrics
