@@ -30,11 +30,14 @@ def main() -> None:
     from clipwise.data.mixtures import make_mixtures
 
     work = RESULTS / "esc50_mixtures"
-    manifest = work / "data" / "manifest.csv"
+    # the first 2,000 / 400 set keeps its folder name; the test mixtures are drawn first, so every set made
+    # with the same --test count shares them whatever --train is
+    data = work / ("data" if (args.train, args.test) == (2000, 400) else f"data_{args.train}_{args.test}")
+    manifest = data / "manifest.csv"
     if not manifest.is_file():
         df = read_manifest(dataset_manifest("esc50_16k"))
         df = df.assign(split=["test" if f == 1 else "train" for f in df["fold"]]).drop(columns=["fold"])
-        make_mixtures(df, work / "data", n_per_side={"train": args.train, "test": args.test}, seed=0)
+        make_mixtures(df, data, n_per_side={"train": args.train, "test": args.test}, seed=0)
     out = work / args.name
     train_or_resume(["--data", str(manifest)], out=out, overrides=args.overrides, log=work / f"{args.name}.log")
     s = json.loads((out / "summary.json").read_text())

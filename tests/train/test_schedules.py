@@ -96,6 +96,15 @@ def test_a_time_budget_plans_the_epochs_that_fit(monkeypatch):
     trainer.current_epoch = 1
     budget.on_train_epoch_start(trainer, module)
     assert module.planned_epochs == module.budget_epochs == trainer.fit_loop.max_epochs == 5  # 0.95 * 60 s / 10 s
+    # a resumed run (its plan restored from the checkpoint) keeps the plan, however fast its epochs now are
+    resumed = callbacks.TimeBudget(minutes=1.0)
+    trainer = SimpleNamespace(current_epoch=3, max_epochs=40, fit_loop=SimpleNamespace(max_epochs=40))
+    module = SimpleNamespace(planned_epochs=5, budget_epochs=5)
+    resumed.on_train_start(trainer, module)
+    clock[0] += 1.0
+    trainer.current_epoch = 4
+    resumed.on_train_epoch_start(trainer, module)
+    assert module.planned_epochs == module.budget_epochs == trainer.fit_loop.max_epochs == 5
 
 
 def test_the_cosine_schedule_anneals_over_the_planned_epochs(synth_manifest, tmp_path, cli, tiny):

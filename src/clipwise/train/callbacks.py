@@ -53,7 +53,7 @@ class TimeBudget(L.Callback):
     Lightning's ``max_time`` alone would stop training wherever the clock runs out, in the middle of a cosine
     schedule planned for more epochs: the model would never see a low learning rate. After the first epoch
     (validation included) this plans as many epochs as fit in the budget, with a 5 % margin, and the module's
-    schedule anneals over exactly those. ``max_time`` stays on as the hard limit.
+    schedule anneals over exactly those. ``max_time`` stays on as the hard limit. A resumed run keeps its plan.
     """
 
     def __init__(self, minutes: float, *, margin: float = 0.95):
@@ -65,6 +65,11 @@ class TimeBudget(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.t0, self.first_epoch = time.time(), trainer.current_epoch
+        if getattr(pl_module, "budget_epochs", None) is not None:
+            # a resumed run keeps the plan its first process made (restored from the checkpoint), so its
+            # schedule goes on annealing over the same epochs rather than getting a whole budget again
+            self.planned = int(pl_module.budget_epochs)
+            trainer.fit_loop.max_epochs = self.planned
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.planned is not None or self.t0 is None or trainer.current_epoch != self.first_epoch + 1:

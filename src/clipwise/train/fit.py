@@ -366,9 +366,17 @@ def _train(run: RunFolder, config: Config, *, resume: bool) -> Path:
 
     ckpt_path = None
     resumed_epoch = None
+    max_minutes = config.train.max_minutes
     if resume and run.last_checkpoint.is_file():
         ckpt_path = str(run.last_checkpoint)
-        resumed_epoch = int(torch.load(ckpt_path, map_location="cpu", weights_only=False)["epoch"])
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        resumed_epoch = int(saved["epoch"])
+        if max_minutes:
+            # the hard limit is what is left of the budget (the planned epochs are restored with the module);
+            # a tenth of it at least, so a run cut off near its end can still finish its last epochs
+            spent = float(saved.get("clipwise_train_seconds", 0.0)) / 60
+            max_minutes = max(max_minutes - spent, 0.1 * max_minutes)
+        del saved
     trainer = L.Trainer(
         max_epochs=config.train.epochs,
         accelerator=config.train.accelerator,
@@ -382,7 +390,7 @@ def _train(run: RunFolder, config: Config, *, resume: bool) -> Path:
         enable_progress_bar=config.train.progress,
         enable_model_summary=False,
         default_root_dir=str(run.root),
-        max_time={"minutes": config.train.max_minutes} if config.train.max_minutes else None,
+        max_time={"minutes": max_minutes} if max_minutes else None,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
         reload_dataloaders_every_n_epochs=1,  # a new epoch seed for crops and gains each epoch
