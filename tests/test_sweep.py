@@ -106,3 +106,26 @@ def test_a_cross_validated_sweep_scores_each_trial_by_its_folds_mean(make_manife
     # the study remembers its protocol: continuing it without --cv is refused rather than mixing the two
     r = cli("sweep", "--data", manifest, "--space", space, "--out", out, "--sampler", "grid", "--epochs", "1", *tiny)
     assert r.rc == 2 and "cv=3" in r.err
+
+
+def test_a_grid_worker_stops_rather_than_repeat_a_point_another_worker_is_running(synth_manifest, tmp_path, cli,
+                                                                                    tiny):
+    import os
+    import socket
+
+    space = tmp_path / "one.yaml"
+    space.write_text("data.pad_mode: [zeros]\n")
+    out = tmp_path / "sweep"
+    out.mkdir()
+    storage = f"sqlite:///{out / 'study.db'}"
+    study = optuna.create_study(study_name="clipwise", storage=storage, direction="maximize",
+                                sampler=optuna.samplers.GridSampler({"data.pad_mode": ["zeros"]}))
+    running = study.ask({"data.pad_mode": optuna.distributions.CategoricalDistribution(["zeros"])})
+    running.set_user_attr("host", socket.gethostname())
+    running.set_user_attr("pid", os.getpid())  # alive: another worker, busy with the grid's only point
+    r = _sweep(cli, synth_manifest, space, out, tiny, "--trials", "1")
+    assert r.rc == 0, r.err
+    study = optuna.load_study(study_name="clipwise", storage=storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.PRUNED]
+    assert study.trials[1].user_attrs["duplicate_of"] == 0
+    assert not list(out.glob("trial_*"))  # nothing was trained twice

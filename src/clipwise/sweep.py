@@ -175,6 +175,16 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         values = _suggest(trial, space)
+        if sampler == "grid":
+            # with several workers, Optuna's grid hands out a point another worker is still running once every
+            # point has been started: this worker's work is done, so it stops instead of repeating that trial
+            twins = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,
+                                                                              optuna.trial.TrialState.COMPLETE))
+                     if t.number != trial.number and t.params == trial.params]
+            if twins:
+                trial.set_user_attr("duplicate_of", twins[0])
+                study.stop()
+                raise optuna.TrialPruned(f"grid point of trial {twins[0]}, which is finished or still running")
         cfg = load_config(base=config.to_dict(), overrides=values)
         # a retried trial continues in the folder of the one that was cut off
         run_dir = out / trial.user_attrs.get("run", f"trial_{trial.number:03d}")
