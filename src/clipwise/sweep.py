@@ -115,6 +115,12 @@ def _fail_dead_trials(study) -> int:
     return revived
 
 
+def _mean_score(summaries: list[dict[str, Any]], split: str, metric: str) -> float | None:
+    """The mean of ``metric`` on ``split`` over run summaries (one run, or a CV's folds); None if one lacks it."""
+    scores = [(s.get(split) or {}).get(metric) for s in summaries]
+    return float(sum(scores) / len(scores)) if scores and all(v is not None for v in scores) else None
+
+
 def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, trials: int | None = None,
               sampler: str = "tpe", metric: str | None = None, seed: int = 0,
               cv: int | None = None) -> pd.DataFrame:
@@ -202,13 +208,13 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
                 fit(cfg, out=run_dir)
             summaries = [run.load_summary()]
         for split in ("test", "train_clean"):
-            scores = [(s.get(split) or {}).get(metric) for s in summaries]
-            if scores and all(v is not None for v in scores):
-                trial.set_user_attr(f"{split}_{metric}", sum(scores) / len(scores))
-        scores = [(s.get("val") or {}).get(metric) for s in summaries]
-        if not scores or any(v is None for v in scores):
+            value = _mean_score(summaries, split, metric)
+            if value is not None:
+                trial.set_user_attr(f"{split}_{metric}", value)
+        value = _mean_score(summaries, "val", metric)
+        if value is None:
             raise ConfigError(f"trial {trial.number} has no validation {metric!r} to optimise")
-        return float(sum(scores) / len(scores))
+        return value
 
     def after(study, trial) -> None:
         write_leaderboard(study, out)
