@@ -282,3 +282,15 @@ def test_demo_generates_trains_reports_and_predicts_within_its_time_budget(cli, 
     assert (run.root / "report.md").is_file() and run.load_summary()["test"]["n"] > 0
     # the schedule is planned to fit two minutes, whatever the machine
     assert yaml.safe_load(run.config_path.read_text())["train"]["max_minutes"] == 2
+
+
+def test_every_help_page_renders():
+    """argparse formats help lazily: a stray '%' in a help string only fails when a user asks for --help."""
+    from clipwise.cli import build_parser
+
+    parser = build_parser()
+    text = parser.format_help()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert sub.choices and all(name in text for name in sub.choices)
+    for name, subparser in sub.choices.items():
+        assert name in subparser.format_help()

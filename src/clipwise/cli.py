@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the manifest's folds, or K grouped folds (default 5)")
     s.set_defaults(fn=cmd_train)
 
-    s = sub.add_parser("cv", help="cross-validate: one run per fold, mean ± std and a 95 % interval, one report")
+    s = sub.add_parser("cv", help="cross-validate: one run per fold, mean ± std and a 95 %% interval, one report")
     _run_options(s)
     s.add_argument("--folds", type=int, help="folds to make when the manifest has no fold column (default 5)")
     s.add_argument("--out", help="CV folder (default: runs/<data>-<model>-cv-<time>); re-run to finish its folds")
