@@ -173,6 +173,11 @@ class TrainConfig(_Section):
         "final model: a decay in (0, 1), or auto = a time constant of 5 % of the planned optimiser steps; "
         "null = off"
     )
+    precise_bn: int = Field(
+        256, ge=0, description="before each validation, re-estimate BatchNorm statistics on this many clean "
+        "(unaugmented) training clips, so checkpoints hold statistics of real inputs, not of mixup blends and "
+        "masked spectra; 0 = off (models without BatchNorm skip it)"
+    )
     seed: int = 0
     precision: Literal["32", "bf16"] = "32"
     grad_clip: float | None = Field(5.0, gt=0)

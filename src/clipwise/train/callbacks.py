@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterable
 
 import lightning as L
 import pandas as pd
@@ -105,3 +107,69 @@ class WeightEMA(WeightAveraging):
 
     def __init__(self, decay: float):
         super().__init__(multi_avg_fn=ema_update(decay))
+
+
+BATCHNORM_TYPES = (torch.nn.modules.batchnorm._BatchNorm,)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, batches: Iterable[torch.Tensor], *,
+                          context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> int:
+    """Re-estimate every BatchNorm layer's running mean and variance from ``batches`` ("precise BN").
+
+    Training updates the running statistics from augmented batches (mixup blends, masked and warped spectra), so
+    they describe inputs the model never sees at test time, and with momentum 0.1 mostly the last ten batches.
+    Here they are reset and re-estimated as the plain average over clean batches, with only the BatchNorm layers
+    in training mode (dropout stays off, no weight changes). Returns the number of layers recalibrated (0 when
+    the model has no BatchNorm, and then nothing runs)."""
+    layers = [m for m in model.modules() if isinstance(m, BATCHNORM_TYPES) and m.track_running_stats]
+    if not layers:
+        return 0
+    modes = {m: m.training for m in model.modules()}
+    momenta = [m.momentum for m in layers]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.eval()
+    for m in layers:
+        m.train()
+    seen = 0
+    try:
+        with context():
+            for batch in batches:
+                if len(batch) > 1:  # a batch of one has no variance (BatchNorm1d refuses it)
+                    model(batch)
+                    seen += 1
+    finally:
+        for m, momentum, (mean, var, count) in zip(layers, momenta, saved):
+            m.momentum = momentum
+            if not seen:  # nothing to estimate from: keep what was there
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+        for m, mode in modes.items():
+            m.training = mode
+    return len(layers) if seen else 0
+
+
+class PreciseBatchNorm(L.Callback):
+    """Before each validation, re-estimates the model's BatchNorm statistics on clean training clips
+    (:func:`recalibrate_batchnorm`), so validation, the checkpoints and the final model use statistics of the
+    inputs they will be scored on. Runs after :class:`WeightEMA` has swapped the average in, so with an EMA it is
+    the average's statistics that are re-estimated. Skipped during Lightning's sanity check.
+
+    Args:
+        loader: returns an iterable of batches ``(windows, ...)`` of clean training audio.
+    """
+
+    def __init__(self, loader: Callable[[], Iterable]):
+        self.loader = loader
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        model = pl_module.model
+        device = pl_module.device
+        recalibrate_batchnorm(model, (batch[0].to(device) for batch in self.loader()),
+                              context=trainer.precision_plugin.forward_context)

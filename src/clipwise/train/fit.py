@@ -43,7 +43,7 @@ from clipwise.evaluate.multilabel import evaluation_metrics, prior_baseline, tun
 from clipwise.infer.predictor import Predictor
 from clipwise.models.classifier import AudioClassifier, ModelSpec
 from clipwise.run import RunFolder
-from clipwise.train.callbacks import EpochMetricsCSV, TimeBudget, WeightEMA
+from clipwise.train.callbacks import EpochMetricsCSV, PreciseBatchNorm, TimeBudget, WeightEMA
 from clipwise.train.module import ClassifierModule
 
 PERFECT_SCORE_TOLERANCE = 1e-6
@@ -232,6 +232,12 @@ class _DataModule(L.LightningDataModule):
         sub = AudioStore([store.paths[i] for i in clean], [store.waves[i] for i in clean], store.sample_rate)
         self.clean_set = WindowDataset(sub, data.targets["train"][clean], clip_samples=spec.clip_samples,
                                        hop_samples=hop, pad_mode=spec.pad_mode)
+        # the clips that re-estimate BatchNorm statistics (train.precise_bn): another fixed subset, so the clean
+        # training score is not measured on the clips that set the statistics (unless the set is that small)
+        bn = clean_train_indices(len(data.targets["train"]), config.train.precise_bn, seed=config.train.seed + 1)
+        self.bn_set = WindowDataset(AudioStore([store.paths[i] for i in bn], [store.waves[i] for i in bn],
+                                               store.sample_rate), None,
+                                    clip_samples=spec.clip_samples, hop_samples=hop, pad_mode=spec.pad_mode)
 
     def train_dataloader(self):
         bs = self.config.data.batch_size
@@ -263,12 +269,18 @@ class _DataModule(L.LightningDataModule):
         return loaders
 
 
+    def bn_dataloader(self):
+        bs = self.config.data.batch_size
+        return DataLoader(self.bn_set, batch_size=bs, shuffle=False, collate_fn=collate_windows,
+                          drop_last=len(self.bn_set) > bs, num_workers=self.config.data.num_workers)
+
+
 def clean_train_indices(n: int, k: int, *, seed: int) -> np.ndarray:
     """The fixed training subset scored without augmentation every epoch."""
     return np.sort(np.random.default_rng(seed).permutation(n)[:k])
 
 
-def _callbacks(config: Config, run: RunFolder, *, resumed_epoch: int | None):
+def _callbacks(config: Config, run: RunFolder, *, resumed_epoch: int | None, datamodule: _DataModule):
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     mode = "min" if config.train.monitor.endswith("loss") else "max"
@@ -282,6 +294,8 @@ def _callbacks(config: Config, run: RunFolder, *, resumed_epoch: int | None):
     ]
     if config.train.ema is not None:
         cbs.append(WeightEMA(float(config.train.ema)))
+    if config.train.precise_bn:
+        cbs.append(PreciseBatchNorm(datamodule.bn_dataloader))  # after the EMA: it recalibrates the average
     if config.train.max_minutes and resumed_epoch is None:
         cbs.append(TimeBudget(config.train.max_minutes))
     if config.train.patience:
@@ -385,7 +399,7 @@ def _train(run: RunFolder, config: Config, *, resume: bool) -> Path:
         strategy=config.train.strategy,
         precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
         gradient_clip_val=config.train.grad_clip,
-        callbacks=_callbacks(config, run, resumed_epoch=resumed_epoch),
+        callbacks=_callbacks(config, run, resumed_epoch=resumed_epoch, datamodule=datamodule),
         logger=False,
         enable_progress_bar=config.train.progress,
         enable_model_summary=False,
