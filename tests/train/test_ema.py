@@ -10,8 +10,7 @@ import torch
 from clipwise.config import load_config
 from clipwise.errors import ConfigError
 from clipwise.run import RunFolder
-from clipwise.train.callbacks import ema_update
-from clipwise.train.fit import auto_ema_decay
+from clipwise.train.callbacks import auto_ema_decay, ema_update
 
 
 def test_the_average_warms_up_then_decays_at_the_set_rate():
@@ -60,8 +59,10 @@ def ema_run(synth_manifest, tiny, tmp_path_factory) -> RunFolder:
 def test_checkpoints_hold_the_average_and_the_raw_weights_for_resuming(ema_run):
     import yaml
 
-    decay = yaml.safe_load(ema_run.config_path.read_text())["train"]["ema"]
-    assert isinstance(decay, float) and 0.9 <= decay < 1  # auto resolved and recorded
+    assert yaml.safe_load(ema_run.config_path.read_text())["train"]["ema"] == "auto"
+    summary = ema_run.load_summary()
+    steps = _ckpt(ema_run.last_checkpoint)["global_step"]  # 3 epochs, all planned ones
+    assert summary["ema_decay"] == auto_ema_decay(steps)  # the decay used is recorded
     last = _ckpt(ema_run.last_checkpoint)
     avg, raw = last["state_dict"], last["current_model_state"]
     assert avg.keys() == raw.keys()
@@ -88,3 +89,17 @@ def test_resume_continues_the_average(cli, ema_run, tmp_path):
     steps = after["global_step"] - before["global_step"]
     assert steps > 0
     assert int(after["averaging_state"]["n_averaged"]) == int(before["averaging_state"]["n_averaged"]) + steps
+
+
+def test_an_auto_decay_follows_the_length_a_time_budget_plans():
+    from types import SimpleNamespace
+
+    from clipwise.train.callbacks import WeightEMA
+
+    module = SimpleNamespace(planned_epochs=200, hparams=SimpleNamespace(steps_per_epoch=40))
+    ema = WeightEMA("auto")
+    ema.module = module
+    assert ema.decay() == auto_ema_decay(200 * 40)
+    module.planned_epochs = 12  # what train.max_minutes planned after the first epoch
+    assert ema.decay() == auto_ema_decay(12 * 40) < auto_ema_decay(200 * 40)
+    assert WeightEMA(0.99).decay() == 0.99

@@ -83,14 +83,26 @@ class TimeBudget(L.Callback):
         pl_module.planned_epochs = pl_module.budget_epochs = self.planned
 
 
-def ema_update(decay: float):
+def auto_ema_decay(total_steps: int, *, share: float = 0.05, bounds: tuple[float, float] = (0.9, 0.9999)) -> float:
+    """EMA decay whose time constant, 1 / (1 - decay), is ``share`` of the planned optimiser steps.
+
+    A fixed decay suits only one run length: 0.999 averages over ~1,000 steps, most of a 1,600-step run, so the
+    average would trail far behind the weights; over a 300,000-step run the same share gives timm's usual 0.9998.
+    """
+    tau = max(1.0, share * total_steps)
+    return round(float(min(bounds[1], max(bounds[0], 1.0 - 1.0 / tau))), 6)
+
+
+def ema_update(decay: float | Callable[[], float]):
     """A ``multi_avg_fn`` for :class:`torch.optim.swa_utils.AveragedModel`: an exponential moving average with
     the usual warm-up, decay_n = min(decay, (1 + n) / (10 + n)) after n updates, so the first updates are not
-    pulled towards the random initialisation. Integer buffers (BatchNorm's batch counter) take the current value."""
+    pulled towards the random initialisation. Integer buffers (BatchNorm's batch counter) take the current value.
+    ``decay`` may be a function, asked at every update (an auto decay follows the planned run length)."""
+    get = decay if callable(decay) else (lambda: decay)
 
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
         n = float(n_averaged)
-        d = min(decay, (1.0 + n) / (10.0 + n))
+        d = min(get(), (1.0 + n) / (10.0 + n))
         if averaged and averaged[0].is_floating_point():
             torch._foreach_lerp_(averaged, current, 1.0 - d)
         else:
@@ -103,10 +115,30 @@ class WeightEMA(WeightAveraging):
     """An exponential moving average of the weights (BatchNorm statistics included), by Lightning's
     :class:`WeightAveraging`: validation scores the average, so the best checkpoint is chosen on it and holds
     it (``state_dict``; the raw weights stay in ``current_model_state`` for ``--resume``), and training ends
-    with it in the model."""
+    with it in the model.
 
-    def __init__(self, decay: float):
-        super().__init__(multi_avg_fn=ema_update(decay))
+    Args:
+        decay: a decay in (0, 1), or ``"auto"``: :func:`auto_ema_decay` of the module's planned optimiser steps,
+            read at every update, so it follows a length that ``train.max_minutes`` plans after the first epoch
+            (and a resumed run, whose plan comes back with its checkpoint).
+    """
+
+    def __init__(self, decay: float | str):
+        self.fixed = None if decay == "auto" else float(decay)
+        self.module: L.LightningModule | None = None
+        super().__init__(multi_avg_fn=ema_update(self.decay))
+
+    def decay(self) -> float:
+        if self.fixed is not None:
+            return self.fixed
+        if self.module is None:
+            raise RuntimeError("WeightEMA(auto) is asked for its decay before training started")
+        steps = int(self.module.planned_epochs) * int(self.module.hparams.steps_per_epoch)
+        return auto_ema_decay(steps)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.module = pl_module
+        super().setup(trainer, pl_module, stage)
 
 
 BATCHNORM_TYPES = (torch.nn.modules.batchnorm._BatchNorm,)

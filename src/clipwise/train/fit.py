@@ -106,16 +106,6 @@ def auto_epochs(n_train: int, batch_size: int, *, steps: int = AUTO_EPOCH_STEPS,
     return int(min(bounds[1], max(bounds[0], round(steps / steps_per_epoch(n_train, batch_size)))))
 
 
-def auto_ema_decay(total_steps: int, *, share: float = 0.05, bounds: tuple[float, float] = (0.9, 0.9999)) -> float:
-    """EMA decay whose time constant, 1 / (1 - decay), is ``share`` of the planned optimiser steps.
-
-    A fixed decay suits only one run length: 0.999 averages over ~1,000 steps, most of a 1,600-step run, so the
-    average would trail far behind the weights; over a 300,000-step run the same share gives timm's usual 0.9998.
-    """
-    tau = max(1.0, share * total_steps)
-    return round(float(min(bounds[1], max(bounds[0], 1.0 - 1.0 / tau))), 6)
-
-
 def _check_labels(df: pd.DataFrame) -> list[str]:
     train = df[df["split"] == "train"]
     known = set(label_names(train))
@@ -181,9 +171,6 @@ def prepare_data(config: Config, run: RunFolder | None) -> PreparedData:
         config.train.epochs = planned
     elif config.train.epochs == "auto":
         config.train.epochs = auto_epochs(len(targets["train"]), config.data.batch_size)
-    if config.train.ema == "auto":
-        config.train.ema = auto_ema_decay(config.train.epochs * steps_per_epoch(len(targets["train"]),
-                                                                                 config.data.batch_size))
     return PreparedData(df, labels, stores, targets, bad, leakage)
 
 
@@ -293,7 +280,7 @@ def _callbacks(config: Config, run: RunFolder, *, resumed_epoch: int | None, dat
         EpochMetricsCSV(run, resumed_epoch=resumed_epoch),
     ]
     if config.train.ema is not None:
-        cbs.append(WeightEMA(float(config.train.ema)))
+        cbs.append(WeightEMA(config.train.ema))
     if config.train.precise_bn:
         cbs.append(PreciseBatchNorm(datamodule.bn_dataloader))  # after the EMA: it recalibrates the average
     if config.train.max_minutes and resumed_epoch is None:
@@ -502,6 +489,7 @@ def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L
         stopped_early=bool(trainer.should_stop and trainer.current_epoch < config.train.epochs),
         diverged=getattr(trainer.lightning_module, "diverged", None),
         epochs_planned=int(getattr(trainer.lightning_module, "planned_epochs", config.train.epochs)),
+        ema_decay=next((cb.decay() for cb in trainer.callbacks if isinstance(cb, WeightEMA)), None),
         interrupted=bool(trainer.interrupted),
         distributed={"world_size": trainer.world_size, "weights_checksums": checksums,
                      "weights_identical": len(set(checksums)) == 1},
