@@ -186,8 +186,8 @@ class TrainConfig(_Section):
     strategy: str = "auto"
     num_nodes: int = Field(1, ge=1)
     max_minutes: float | None = Field(
-        None, gt=0, description="wall-time budget: after the first epoch the schedule is planned to fit it; "
-        "training stops at it in any case"
+        None, gt=0, description="wall-time budget: after the first epoch the schedule is planned to fit it, "
+        "up to train.epochs (so set train.epochs high to let the budget decide); training stops at it in any case"
     )
     progress: bool = True
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores")
