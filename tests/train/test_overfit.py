@@ -72,6 +72,8 @@ def test_metrics_columns(run):
     expected = {"epoch", "lr", "train_loss", "val_loss", "val_accuracy", "val_macro_f1",
                 "train_clean_loss", "train_clean_accuracy", "train_clean_macro_f1"}  # fmt: skip
     assert expected <= columns, f"missing: {sorted(expected - columns)}"
+    seconds = run.read_metrics()["epoch_seconds"]
+    assert (seconds > 0).all() and seconds.sum() <= run.load_summary()["timing"]["train_seconds"] + 0.1
 
 
 def test_summary_sections(run):

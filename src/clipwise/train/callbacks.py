@@ -15,7 +15,8 @@ from clipwise.run import RunFolder, atomic_write_text
 
 
 class EpochMetricsCSV(L.Callback):
-    """Append one row per epoch to ``metrics.csv``: lr, training loss, validation and clean-train metrics.
+    """Append one row per epoch to ``metrics.csv``: lr, training loss, validation and clean-train metrics, and
+    ``epoch_seconds`` (the epoch's wall time, its validation included).
 
     On resume, rows after the resumed epoch (written by the interrupted run, not yet checkpointed) are
     dropped first so the file matches the weights it continues from.
@@ -24,6 +25,7 @@ class EpochMetricsCSV(L.Callback):
     def __init__(self, run: RunFolder, *, resumed_epoch: int | None = None):
         self.run = run
         self.resumed_epoch = resumed_epoch
+        self.epoch_started: float | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -36,10 +38,15 @@ class EpochMetricsCSV(L.Callback):
             df = pd.read_csv(path, dtype=str, keep_default_na=False)
             atomic_write_text(path, df[df["epoch"].astype(int) <= self.resumed_epoch].to_csv(index=False))
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_started = time.time()
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
         row: dict[str, float | int] = {"epoch": trainer.current_epoch}
+        if self.epoch_started is not None:
+            row["epoch_seconds"] = round(time.time() - self.epoch_started, 2)
         if trainer.optimizers:
             row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
         for key, value in sorted(trainer.callback_metrics.items()):
