@@ -20,11 +20,11 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from clipwise.data.dataset import AudioStore, WindowDataset, collate_windows
+from clipwise.data.dataset import AudioStore, collate_windows
 from clipwise.infer.predictor import Predictor
 from clipwise.models.classifier import AudioClassifier
 from clipwise.train.callbacks import recalibrate_batchnorm
-from clipwise.train.fit import clean_train_indices
+from clipwise.train.fit import clean_train_indices, window_subset
 
 
 def main() -> None:
@@ -48,10 +48,9 @@ def main() -> None:
     before = {s: accuracy(s) for s in ("val", "test")}
     train = stores["train"]
     idx = clean_train_indices(len(train.waves), args.clips, seed=int(config["train"]["seed"]) + 1)
-    subset = AudioStore([train.paths[i] for i in idx], [train.waves[i] for i in idx], train.sample_rate)
-    loader = DataLoader(WindowDataset(subset, None, clip_samples=model.spec.clip_samples, hop_samples=hop,
-                                      pad_mode=model.spec.pad_mode),
-                        batch_size=config["data"]["batch_size"], collate_fn=collate_windows, drop_last=True)
+    subset = window_subset(train, idx, None, clip_samples=model.spec.clip_samples, hop_samples=hop,
+                           pad_mode=model.spec.pad_mode)
+    loader = DataLoader(subset, batch_size=config["data"]["batch_size"], collate_fn=collate_windows, drop_last=True)
     t0 = time.time()
     layers = recalibrate_batchnorm(model, (batch[0] for batch in loader))
     seconds = time.time() - t0

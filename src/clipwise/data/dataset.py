@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,12 @@ class AudioStore:
             start, end = segment_seconds(row)
             waves.append(load_audio(row["path"], sample_rate=sample_rate, start_seconds=start, end_seconds=end))
         return cls(list(df["path"]), waves, sample_rate, [is_silent(w) for w in waves])
+
+    def subset(self, indices: Iterable[int]) -> AudioStore:
+        """The clips at ``indices``, in that order (the audio is shared, not copied)."""
+        idx = list(indices)
+        return AudioStore([self.paths[i] for i in idx], [self.waves[i] for i in idx], self.sample_rate,
+                          [self.silent[i] for i in idx] if self.silent else [])
 
     def durations(self) -> np.ndarray:
         return np.array([len(w) / self.sample_rate for w in self.waves])

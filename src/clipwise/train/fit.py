@@ -214,17 +214,14 @@ class _DataModule(L.LightningDataModule):
         hop = max(1, int(spec.clip_samples * config.data.eval_hop_fraction))
         self.val_set = WindowDataset(data.stores["val"], data.targets["val"], clip_samples=spec.clip_samples,
                                      hop_samples=hop, pad_mode=spec.pad_mode)
-        clean = clean_train_indices(len(data.targets["train"]), config.data.clean_train_clips, seed=config.train.seed)
-        store = data.stores["train"]
-        sub = AudioStore([store.paths[i] for i in clean], [store.waves[i] for i in clean], store.sample_rate)
-        self.clean_set = WindowDataset(sub, data.targets["train"][clean], clip_samples=spec.clip_samples,
-                                       hop_samples=hop, pad_mode=spec.pad_mode)
+        n, store, targets = len(data.targets["train"]), data.stores["train"], data.targets["train"]
+        windows = dict(clip_samples=spec.clip_samples, hop_samples=hop, pad_mode=spec.pad_mode)
+        clean = clean_train_indices(n, config.data.clean_train_clips, seed=config.train.seed)
+        self.clean_set = window_subset(store, clean, targets, **windows)
         # the clips that re-estimate BatchNorm statistics (train.precise_bn): another fixed subset, so the clean
         # training score is not measured on the clips that set the statistics (unless the set is that small)
-        bn = clean_train_indices(len(data.targets["train"]), config.train.precise_bn, seed=config.train.seed + 1)
-        self.bn_set = WindowDataset(AudioStore([store.paths[i] for i in bn], [store.waves[i] for i in bn],
-                                               store.sample_rate), None,
-                                    clip_samples=spec.clip_samples, hop_samples=hop, pad_mode=spec.pad_mode)
+        bn = clean_train_indices(n, config.train.precise_bn, seed=config.train.seed + 1)
+        self.bn_set = window_subset(store, bn, None, **windows)
 
     def train_dataloader(self):
         bs = self.config.data.batch_size
@@ -255,11 +252,17 @@ class _DataModule(L.LightningDataModule):
             loaders.append(DataLoader(self.clean_set, **kw))
         return loaders
 
-
     def bn_dataloader(self):
         bs = self.config.data.batch_size
         return DataLoader(self.bn_set, batch_size=bs, shuffle=False, collate_fn=collate_windows,
                           drop_last=len(self.bn_set) > bs, num_workers=self.config.data.num_workers)
+
+
+def window_subset(store: AudioStore, indices: np.ndarray, targets: np.ndarray | None, *, clip_samples: int,
+                  hop_samples: int, pad_mode: str) -> WindowDataset:
+    """The clips ``indices`` of ``store`` (with their targets, if given) as evaluation windows."""
+    return WindowDataset(store.subset(indices), None if targets is None else targets[indices], clip_samples=clip_samples,
+                         hop_samples=hop_samples, pad_mode=pad_mode)
 
 
 def clean_train_indices(n: int, k: int, *, seed: int) -> np.ndarray:
@@ -428,15 +431,10 @@ def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L
     predictor = Predictor.from_run(best, hop_fraction=config.data.eval_hop_fraction,
                                    batch_size=config.data.batch_size)
     clean = clean_train_indices(len(data.targets["train"]), config.data.clean_train_clips, seed=config.train.seed)
-    train_store = data.stores["train"]
     parts = {
         "val": (data.stores["val"], data.targets["val"]),
         "test": (data.stores["test"], data.targets["test"]),
-        "train_clean": (
-            AudioStore([train_store.paths[i] for i in clean], [train_store.waves[i] for i in clean],
-                       train_store.sample_rate),
-            data.targets["train"][clean],
-        ),
+        "train_clean": (data.stores["train"].subset(clean), data.targets["train"][clean]),
     }
     summary: dict = {}
     t0 = time.time()
