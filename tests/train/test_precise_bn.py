@@ -57,28 +57,33 @@ def _train_windows(run: RunFolder, model: AudioClassifier) -> torch.Tensor:
     return torch.stack([torch.nn.functional.pad(torch.from_numpy(w), (0, n - len(w))) for w in waves])
 
 
+def _drift(model: AudioClassifier, windows: torch.Tensor) -> float:
+    """Largest relative change of any BatchNorm running variance when re-estimated on ``windows``."""
+    saved = [m.running_var.clone() for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    recalibrate_batchnorm(model, [windows])
+    again = [m.running_var for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    return max(float(((a - b).abs() / (b.abs() + 1e-5)).max()) for a, b in zip(saved, again))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("ema", ["null", "auto"])
 def test_checkpoints_hold_statistics_of_clean_training_clips(cli, synth_manifest, tiny, tmp_path, ema):
     """With heavy augmentation the running statistics of training drift away from clean inputs; the saved best
     checkpoint (with an EMA: the average) holds the clean ones: re-estimating them again changes nothing.
-    The 8 training clips are all in one batch of 8, so order does not matter."""
+    The 8 training clips are all in one batch of 8, so order does not matter. "Nothing" allows for 1 %: trained
+    on a GPU, cuDNN convolutions run in TF32 (10-bit mantissa), so statistics estimated there differ from this
+    float32 CPU estimate by a few parts in a thousand; without precise BN the drift is tens of percent."""
     overrides = [*tiny, "augment.mixup_alpha=1.0", "augment.filter_db=12", f"train.ema={ema}", "train.patience=null"]
     run = RunFolder(tmp_path / "on")
     assert cli("train", "--data", synth_manifest, "--epochs", "2", "--out", run.root, *overrides).rc == 0
     model = AudioClassifier.load(run.best_checkpoint)
     windows = _train_windows(run, model)
     assert len(windows) == 8
-    saved = [m.running_var.clone() for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    recalibrate_batchnorm(model, [windows])
-    again = [m.running_var for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(saved, again))
+    on = _drift(model, windows)
 
     off = RunFolder(tmp_path / "off")
     assert cli("train", "--data", synth_manifest, "--epochs", "2", "--out", off.root, *overrides,
                "train.precise_bn=0").rc == 0
-    model = AudioClassifier.load(off.best_checkpoint)
-    saved = [m.running_var.clone() for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    recalibrate_batchnorm(model, [windows])
-    again = [m.running_var for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert not all(torch.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(saved, again))
+    off_drift = _drift(AudioClassifier.load(off.best_checkpoint), windows)
+    print(f"drift with precise BN {on:.2e}, without {off_drift:.2e}")
+    assert on < 1e-2 and off_drift > 0.1, (on, off_drift)

@@ -43,7 +43,7 @@ def test_a_frozen_phase_trains_only_the_head(synth_manifest, tmp_path, cli, tiny
     assert r.rc == 0, r.err
     from clipwise.train.module import ClassifierModule
 
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     torch.manual_seed(0)
     import lightning as L
 
