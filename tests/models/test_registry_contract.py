@@ -301,3 +301,20 @@ def test_missing_pretrained_weights_say_how_to_supply_a_file(tmp_path):
     with pytest.raises(ConfigError, match="pretrained_cfg_overlay"):
         create_backbone("deit_tiny_patch16_224", num_classes=3, input_size=(64, 96), pretrained=True,
                         pretrained_cfg_overlay={"file": str(tmp_path / "missing.pth")})
+
+
+def test_a_square_only_transformer_gets_the_spectrogram_resampled_not_padded():
+    """ConViT only runs on a square patch grid. A 64 x 501 spectrogram has 4 x 32 = 128 patches of 16 x 16;
+    zero-padding it to a square would give 32 x 32 = 1,024 (attention costs their square), so it is resampled
+    to the smallest square grid with at least as many patches, 12 x 12, and every input bin and frame reaches
+    the model (a change anywhere in the input changes the output)."""
+    net = create_backbone("convit_tiny", num_classes=3, input_size=(64, 501))
+    assert net.size == (192, 192) and net.model.patch_embed.num_patches == 144
+    net.eval()
+    x = torch.randn(1, 1, 64, 501)
+    with torch.no_grad():
+        base = net(x)
+        for f, t in ((0, 0), (63, 500), (31, 250)):
+            poked = x.clone()
+            poked[..., f, t] += 10.0
+            assert not torch.allclose(net(poked), base), (f, t)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +78,19 @@ class _PadToGrid(nn.Module):
         return self.model.get_classifier()
 
 
+class _ResizeToGrid(_PadToGrid):
+    """Resamples a spectrogram (bilinear and antialiased, so every frame of a shrunk axis counts) to the square
+    size of a transformer that only works on a square patch grid (ConViT's gated positional attention).
+    Zero-padding the short side instead would multiply the tokens, and attention's cost with their square:
+    64 x 501 with 16 x 16 patches is 4 x 32 = 128 patches, padded to a square 32 x 32 = 1,024, resampled to
+    12 x 12 = 144."""
+
+    def forward(self, x):
+        if tuple(x.shape[2:]) != self.size:
+            x = nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        return self.model(x)
+
+
 def register_model(name: str, *, family: str, description: str) -> Callable:
     """Decorator registering a built-in model constructor under ``name``."""
 
@@ -136,9 +150,12 @@ def _timm_backbone(
                 if grid != tuple(input_size):  # the patch grid must cover the whole input: build for the padded size
                     model = timm.create_model(name, pretrained=pretrained, img_size=grid, **kwargs)
                 if not _runs_at(model, grid):
-                    # some transformers (ConViT's gated positional attention) only work on a square patch grid
-                    grid = (max(grid), max(grid))
-                    model = timm.create_model(name, pretrained=pretrained, img_size=grid, **kwargs)
+                    # some transformers (ConViT's gated positional attention) only work on a square patch grid:
+                    # resample to the smallest square grid with at least as many patches (see _ResizeToGrid)
+                    side = math.ceil(math.sqrt((grid[0] // p[0]) * (grid[1] // p[1])))
+                    square = (side * p[0], side * p[1])
+                    model = timm.create_model(name, pretrained=pretrained, img_size=square, **kwargs)
+                    return _ResizeToGrid(model, square)
                 if grid != tuple(input_size):
                     model = _PadToGrid(model, grid)
             return model
