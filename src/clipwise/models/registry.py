@@ -42,7 +42,7 @@ TESTED_TIMM_MODELS = {
     "efficientnetv2_rw_s": "EfficientNetV2-S (22 M params)",
     "regnety_008": "RegNetY-800MF (5.5 M params)",
     "deit_tiny_patch16_224": "DeiT-Tiny ViT (5.4 M params); patch grid set from the spectrogram size",
-    "convit_tiny": "ConViT-Tiny (5.4 M params); patch grid set from the spectrogram size",
+    "convit_tiny": "ConViT-Tiny (5.4 M params); spectrogram resampled to a square patch grid",
     "swinv2_cr_tiny_ns_224": "Swin Transformer V2 tiny (27.6 M params)",
 }
 
