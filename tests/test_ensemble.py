@@ -100,6 +100,42 @@ def test_an_ensemble_of_trained_runs_evaluates_and_predicts(synth_manifest, tmp_
     np.testing.assert_allclose(mixed, weights[0] * parts[0] + weights[1] * parts[1], atol=1e-6)
     r = cli("predict", tmp_path / "ens", *files, "--format", "csv")
     assert r.rc == 0 and r.out.count("\n") == 4
+    # self-contained: the members' weights were copied in (without optimiser state), so the ensemble folder
+    # moved alone, with its members' run folders gone, predicts and evaluates the same
+    spec = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
+    assert spec["members"] == ["members/0-low", "members/1-high"]
+    assert spec["sources"] == [str((tmp_path / n).resolve()) for n in ("low", "high")]
+    for i, n in enumerate(("low", "high")):
+        copied = tmp_path / "ens" / "members" / f"{i}-{n}" / "model.pt"
+        assert copied.stat().st_size < (tmp_path / n / "checkpoints" / "best.ckpt").stat().st_size
+    import shutil
+
+    (tmp_path / "moved").mkdir()
+    shutil.move(tmp_path / "ens", tmp_path / "moved" / "ens")
+    for n in ("low", "high"):
+        shutil.rmtree(tmp_path / n)
+    np.testing.assert_allclose(Predictor.from_run(tmp_path / "moved" / "ens").predict_files(files), mixed, atol=1e-6)
+    r = cli("evaluate", tmp_path / "moved" / "ens", "--format", "json")
+    assert r.rc == 0, r.err
+    assert json.loads(r.out)["metrics"]["accuracy"] == pytest.approx(summary["test"]["accuracy"])
+
+
+def test_an_ensemble_whose_members_hold_no_model_points_at_them(tmp_path):
+    """Members with saved predictions only (nothing to copy) are referenced by path, and predicting says
+    which member is missing and how to fix it once they are gone."""
+    y = np.arange(8) % 4
+    a, b = _member(tmp_path / "a", y, y >= 0, 0), _member(tmp_path / "b", y, y >= 0, 1)
+    out = build_ensemble([a.root, b.root], tmp_path / "ens", weights="mean")
+    spec = json.loads((out / "ensemble.json").read_text())
+    assert spec["members"] == [str(a.root.resolve()), str(b.root.resolve())]
+    import shutil
+
+    shutil.rmtree(a.root)
+    from clipwise.errors import RunError
+    from clipwise.infer.predictor import Predictor
+
+    with pytest.raises(RunError, match="are gone.*rebuild it with `clipwise ensemble`"):
+        Predictor.from_run(out)
 
 
 def _ml_member(root, y: np.ndarray, knows: list[int], seed: int) -> RunFolder:

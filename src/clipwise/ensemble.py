@@ -7,6 +7,9 @@ the same validation and test clips, combines their saved probabilities (no audio
 folder like any other: ensemble.json (members and weights), labels.json, predictions, summary.json, report.md.
 ``evaluate`` and ``predict`` work on it: each member scores the audio with its own frontend and clip length
 (members may differ in sample rate, features and architecture) and the weighted mean is the ensemble's output.
+The folder is self-contained: each member's model (the weights of its best checkpoint, without the optimiser
+state; a baseline's fitted pipeline; a nested ensemble) is copied into ``members/``, so the ensemble can be
+moved or shipped alone; ensemble.json names the source runs too.
 
 Learned weights minimise the validation log-loss (multi-label: the mean binary cross-entropy) over the
 probability simplex (a softmax parametrisation, optimised with L-BFGS); the test split is never used to choose
@@ -28,6 +31,8 @@ from clipwise.infer.scoring import Scoring
 from clipwise.run import RunFolder
 
 ENSEMBLE_FILE = "ensemble.json"
+MEMBERS_DIR = "members"
+MODEL_FILE = "model.pt"  # a member's weights: AudioClassifier.save, read by Predictor.from_run
 
 
 def learn_weights(y: np.ndarray, member_probs: list[np.ndarray]) -> np.ndarray:
@@ -62,6 +67,39 @@ def _load_member(path: str | os.PathLike) -> RunFolder:
     if not run.summary_path.is_file() or not run.labels_path.is_file():
         raise RunError(f"{path} is not a finished run folder (summary.json and labels.json are needed)")
     return run
+
+
+def _bundle_member(member: RunFolder, dest: Path) -> bool:
+    """Copy what scoring audio with ``member`` needs into ``dest``; False (nothing copied) when it holds no model
+    (a folder of saved predictions only)."""
+    import shutil
+
+    from clipwise.models.classifier import AudioClassifier
+
+    src = member.root
+    if (src / ENSEMBLE_FILE).is_file():
+        parts = [ENSEMBLE_FILE]
+    elif (src / "model.joblib").is_file():
+        parts = ["model.joblib"]
+    elif member.best_checkpoint.is_file():
+        parts = []
+    else:
+        return False
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (*parts, "config.yaml", "labels.json", "thresholds.json"):
+        if (src / name).is_file():
+            shutil.copy2(src / name, dest / name)
+    if (src / MEMBERS_DIR).is_dir() and (src / ENSEMBLE_FILE).is_file():  # a nested ensemble's own copies
+        shutil.copytree(src / MEMBERS_DIR, dest / MEMBERS_DIR, dirs_exist_ok=True)
+    if not parts:
+        AudioClassifier.load(member.best_checkpoint).save(dest / MODEL_FILE)
+    return True
+
+
+def _member_dir(ensemble_dir: Path, member: str) -> Path:
+    """A member's folder: relative to the ensemble's folder (bundled), or an absolute path (older ensembles)."""
+    path = Path(member)
+    return path if path.is_absolute() else ensemble_dir / path
 
 
 def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, weights: str = "learn") -> Path:
@@ -120,8 +158,12 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
         w = w / w.sum()
     run = RunFolder(out)
     run.root.mkdir(parents=True, exist_ok=True)
-    spec = {"members": [str(m.root.resolve()) for m in members], "weights": [float(x) for x in w],
-            "weights_from": weights if weights in ("learn", "mean") else "given"}
+    located = []
+    for i, m in enumerate(members):
+        rel = Path(MEMBERS_DIR) / f"{i}-{m.root.name}"
+        located.append(rel.as_posix() if _bundle_member(m, run.root / rel) else str(m.root.resolve()))
+    spec = {"members": located, "sources": [str(m.root.resolve()) for m in members],
+            "weights": [float(x) for x in w], "weights_from": weights if weights in ("learn", "mean") else "given"}
     run.save_json(run.root / ENSEMBLE_FILE, spec)
     run.save_labels(labels)
     if (members[0].root / "splits.csv").is_file():  # `evaluate` finds the members' split here
@@ -168,11 +210,14 @@ class EnsemblePredictor(Scoring):
     def __init__(self, run_dir: str | os.PathLike):
         from clipwise.infer.predictor import Predictor
 
-        spec = json.loads((Path(run_dir) / ENSEMBLE_FILE).read_text())
-        missing = [m for m in spec["members"] if not Path(m).is_dir()]
+        run_dir = Path(run_dir)
+        spec = json.loads((run_dir / ENSEMBLE_FILE).read_text())
+        folders = [_member_dir(run_dir, m) for m in spec["members"]]
+        missing = [str(f) for f in folders if not f.is_dir()]
         if missing:
-            raise RunError(f"ensemble member(s) {missing} are gone; the ensemble needs its members' folders")
-        self.members = [Predictor.from_run(m) for m in spec["members"]]
+            raise RunError(f"ensemble member(s) {missing} are gone; the ensemble needs its members' folders "
+                           "(rebuild it with `clipwise ensemble`, which copies the members' models into it)")
+        self.members = [Predictor.from_run(f) for f in folders]
         self.multi_label = bool(self.members[0].multi_label)
         self.weights = np.asarray(spec["weights"], dtype=np.float64)
         self.labels = list(self.members[0].labels)

@@ -74,6 +74,8 @@ class Predictor(Scoring):
 
             return ClassicalPredictor(path)  # type: ignore[return-value]  # the same interface
         ckpt = path if path.is_file() else path / "checkpoints" / f"{checkpoint}.ckpt"
+        if path.is_dir() and not ckpt.is_file() and (path / "model.pt").is_file():
+            ckpt = path / "model.pt"  # a model copied into an ensemble: the weights alone
         if not ckpt.is_file():
             raise RunError(
                 f"no checkpoint at {ckpt}: pass a run folder written by `clipwise train` (it holds "
