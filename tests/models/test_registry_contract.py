@@ -297,6 +297,25 @@ def test_vit_weights_from_a_local_file_load_onto_a_non_square_spectrogram(tmp_pa
     assert net(torch.randn(2, 1, 64, 500)).shape == (2, 3)
 
 
+def test_convit_weights_load_onto_its_resampled_square_grid(tmp_path):
+    """timm does not resize ConViT's position embedding when loading weights: clipwise resamples it from the
+    weights' 14 x 14 grid to the model's 12 x 12 (a 64 x 501 spectrogram, resampled to 192 x 192)."""
+    import timm
+    from timm.layers import resample_abs_pos_embed
+
+    torch.manual_seed(0)
+    source = timm.create_model("convit_tiny", num_classes=1000)
+    torch.save(source.state_dict(), tmp_path / "convit.pth")
+    net = create_backbone("convit_tiny", num_classes=3, input_size=(64, 501), pretrained=True,
+                          pretrained_cfg_overlay={"file": str(tmp_path / "convit.pth")})
+    inner = net.model
+    expected = resample_abs_pos_embed(source.pos_embed, new_size=[12, 12], old_size=[14, 14], num_prefix_tokens=0)
+    torch.testing.assert_close(inner.pos_embed, expected)
+    torch.testing.assert_close(inner.patch_embed.proj.weight[:, 0], source.patch_embed.proj.weight.sum(1))
+    torch.testing.assert_close(inner.blocks[3].attn.qk.weight, source.blocks[3].attn.qk.weight)
+    assert net(torch.randn(2, 1, 64, 501)).shape == (2, 3)
+
+
 def test_missing_pretrained_weights_say_how_to_supply_a_file(tmp_path):
     with pytest.raises(ConfigError, match="pretrained_cfg_overlay"):
         create_backbone("deit_tiny_patch16_224", num_classes=3, input_size=(64, 96), pretrained=True,

@@ -142,27 +142,27 @@ def _timm_backbone(
     try:
         try:
             # transformers need the (non-square) spectrogram size to build their patch grid; CNNs reject it
-            model = timm.create_model(name, pretrained=pretrained, img_size=tuple(input_size), **kwargs)
-            patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
-            if patch is not None:
-                p = tuple(patch) if isinstance(patch, (tuple, list)) else (patch, patch)
-                grid = tuple(-(-s // q) * q for s, q in zip(input_size, p))
-                if grid != tuple(input_size):  # the patch grid must cover the whole input: build for the padded size
-                    model = timm.create_model(name, pretrained=pretrained, img_size=grid, **kwargs)
-                if not _runs_at(model, grid):
-                    # some transformers (ConViT's gated positional attention) only work on a square patch grid:
-                    # resample to the smallest square grid with at least as many patches (see _ResizeToGrid)
-                    side = math.ceil(math.sqrt((grid[0] // p[0]) * (grid[1] // p[1])))
-                    square = (side * p[0], side * p[1])
-                    model = timm.create_model(name, pretrained=pretrained, img_size=square, **kwargs)
-                    return _ResizeToGrid(model, square)
-                if grid != tuple(input_size):
-                    model = _PadToGrid(model, grid)
-            return model
+            model = timm.create_model(name, img_size=tuple(input_size), **kwargs)
         except TypeError as e:
             if "img_size" not in str(e):
                 raise
-            return timm.create_model(name, pretrained=pretrained, **kwargs)
+            return timm.create_model(name, pretrained=pretrained, **kwargs)  # a CNN: any input size
+        size, wrap = tuple(input_size), None
+        patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+        if patch is not None:
+            p = tuple(patch) if isinstance(patch, (tuple, list)) else (patch, patch)
+            grid = tuple(-(-s // q) * q for s, q in zip(input_size, p))
+            if grid != size:  # the patch grid must cover the whole input: build for the padded size
+                model, size, wrap = timm.create_model(name, img_size=grid, **kwargs), grid, _PadToGrid
+            if not _runs_at(model, grid):
+                # some transformers (ConViT's gated positional attention) only work on a square patch grid:
+                # resample to the smallest square grid with at least as many patches (see _ResizeToGrid)
+                side = math.ceil(math.sqrt((grid[0] // p[0]) * (grid[1] // p[1])))
+                size, wrap = (side * p[0], side * p[1]), _ResizeToGrid
+                model = timm.create_model(name, img_size=size, **kwargs)
+        if pretrained:
+            model = _pretrained_at_size(name, model, size, kwargs)
+        return wrap(model, size) if wrap else model
     except TypeError as e:
         raise ConfigError(f"model.params {params} are not accepted by timm model {name!r}: {e}") from None
     except (OSError, RuntimeError) as e:
@@ -173,6 +173,34 @@ def _timm_backbone(
             f"weights elsewhere and pass model.params.pretrained_cfg_overlay={{file: /path/to/weights}}, "
             f"or train from scratch (model.pretrained=false)."
         ) from None
+
+
+def _pretrained_at_size(name: str, model: nn.Module, size: tuple[int, int], kwargs: dict[str, Any]) -> nn.Module:
+    """``model`` (built for ``size``) with the pretrained weights. timm resizes position embeddings itself for
+    most transformers; where it does not (ConViT), the weights are loaded at their own size and the absolute
+    position embedding is resampled to the model's patch grid here."""
+    import timm
+    from timm.layers import resample_abs_pos_embed
+
+    try:
+        return timm.create_model(name, pretrained=True, img_size=size, **kwargs)
+    except RuntimeError as e:
+        if "size mismatch" not in str(e):
+            raise
+    ref = timm.create_model(name, pretrained=True, **kwargs)  # the weights at the size they were trained for
+    own = model.state_dict()
+    state = {}
+    for key, value in ref.state_dict().items():
+        if key in own and value.shape != own[key].shape:
+            if "pos_embed" not in key or value.ndim != 3:
+                raise RuntimeError(f"size mismatch for {key}: {tuple(value.shape)} in the weights, "
+                                   f"{tuple(own[key].shape)} in the model")
+            old, new = tuple(ref.patch_embed.grid_size), tuple(model.patch_embed.grid_size)
+            value = resample_abs_pos_embed(value, new_size=list(new), old_size=list(old),
+                                           num_prefix_tokens=value.shape[1] - old[0] * old[1])
+        state[key] = value
+    model.load_state_dict(state)
+    return model
 
 
 def is_known_model(name: str) -> bool:
