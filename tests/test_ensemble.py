@@ -182,3 +182,24 @@ def test_multilabel_members_make_a_multilabel_ensemble_better_than_either(tmp_pa
 
     with pytest.raises(ConfigError, match="same task"):
         build_ensemble([a.root, single.root], tmp_path / "mixed")
+
+
+def test_out_never_overwrites_a_member_or_another_run(tmp_path):
+    y = np.arange(8) % 4
+    a, b = _member(tmp_path / "a", y, y >= 0, 0), _member(tmp_path / "b", y, y >= 0, 1)
+    before = {p.name: p.read_bytes() for p in a.root.iterdir()}
+    from clipwise.errors import ConfigError
+
+    for out in (a.root, a.root / "ens", tmp_path):
+        with pytest.raises(ConfigError, match="overwrite what the member saved"):
+            build_ensemble([a.root, b.root], out)
+    other = tmp_path / "other_run"
+    other.mkdir()
+    (other / "summary.json").write_text("{}")
+    with pytest.raises(ConfigError, match="not an ensemble folder"):
+        build_ensemble([a.root, b.root], other)
+    assert {p.name: p.read_bytes() for p in a.root.iterdir()} == before
+    assert (other / "summary.json").read_text() == "{}" and len(list(other.iterdir())) == 1
+    # an ensemble folder is rebuilt in place
+    ens = build_ensemble([a.root, b.root], tmp_path / "ens", weights="mean")
+    assert build_ensemble([b.root, a.root], ens, weights="mean") == ens

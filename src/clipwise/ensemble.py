@@ -119,6 +119,15 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
     if len(runs) < 2:
         raise ConfigError("an ensemble needs at least two runs")
     members = [_load_member(r) for r in runs]
+    target = Path(out).resolve()
+    for m in members:
+        source = m.root.resolve()
+        if source.is_relative_to(target) or target.is_relative_to(source):
+            raise ConfigError(f"--out {out} is, holds or lies inside the member run {m.root}: writing there would "
+                              "overwrite what the member saved; choose another folder")
+    if target.is_dir() and any(target.iterdir()) and not (target / ENSEMBLE_FILE).is_file():
+        raise ConfigError(f"--out {out} already holds files and is not an ensemble folder; choose a new or empty "
+                          "folder (nothing was written)")
     labels = members[0].load_labels()
     multi = members[0].is_multi_label()
     mixed_tasks = [str(m.root) for m in members if m.is_multi_label() != multi]
@@ -158,6 +167,10 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
         w = w / w.sum()
     run = RunFolder(out)
     run.root.mkdir(parents=True, exist_ok=True)
+    if (run.root / MEMBERS_DIR).is_dir():  # rebuilding an ensemble: no copies of its earlier members stay behind
+        import shutil
+
+        shutil.rmtree(run.root / MEMBERS_DIR)
     located = []
     for i, m in enumerate(members):
         rel = Path(MEMBERS_DIR) / f"{i}-{m.root.name}"
