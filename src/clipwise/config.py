@@ -48,8 +48,8 @@ class DataConfig(_Section):
         "at most half)"
     )
     val_groups: Literal["auto", "group", "ignore"] = Field(
-        "auto", description="hold validation out by group; auto = by row only when the manifest's test split "
-        "itself shares groups with train, so validation mirrors the test protocol"
+        "auto", description="hold validation out by group; auto = by row only when most of the manifest's test "
+        "rows are in groups that have training rows, so validation mirrors the test protocol"
     )
     test_fraction: float = Field(0.15, gt=0, lt=1)
     test_fold: int | None = None

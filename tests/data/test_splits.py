@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipwise.data.splits import assign_splits, split_summary
+from clipwise.data.splits import assign_splits, seen_group_protocol, shared_groups, split_summary
 from clipwise.errors import ConfigError, ManifestError
 
 
@@ -131,6 +131,25 @@ def test_val_mirrors_a_test_split_that_shares_groups():
     assert 0.1 < val < 0.2
     # every class keeps training rows and appears in val (stratified by row)
     assert set(out.loc[out["split"] == "val", "label"]) == set(df["label"])
+
+
+def test_a_few_groups_spanning_folds_do_not_make_validation_ungrouped():
+    """ESC-50 files a handful of recordings under two folds (with different labels): a metadata slip, not a
+    seen-group protocol. Validation keeps groups whole; only when most test rows are in seen groups does it
+    mirror them."""
+    df = grouped(n_groups=60)
+    df["fold"] = df["group"].str[1:].astype(int) % 5 + 1
+    sizes = df[df["fold"] == 1].groupby("group").size()
+    slip = sizes[sizes > 1].index[0]
+    rows = df.index[df["group"] == slip]
+    df.loc[rows[1:], "fold"] = 2  # its first row stays in the test fold, the others go to training
+    out = assign_splits(df, test_fold=1, seed=1)
+    assert shared_groups(out, out["split"], "train", "test") == {slip}
+    assert not seen_group_protocol(df, np.where(df["fold"] == 1, "test", "train"))
+    assert_groups_whole(out[out["split"] != "test"])
+    # most test rows in groups with training rows: the protocol is seen groups, and validation mirrors it
+    split = _split_within_groups(grouped())["split"]
+    assert seen_group_protocol(_split_within_groups(grouped()), split)
 
 
 def test_val_groups_group_keeps_groups_whole_even_when_test_shares_them():

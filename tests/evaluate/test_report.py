@@ -182,9 +182,17 @@ def test_healthy_run_has_no_notes(healthy):
          ["3 clips are silent (train 2, val 1, test 0)", "4 files could not be read and were skipped"]),
         (dict(data={**HEALTHY_DATA, "groups_shared": {"train_val": 6, "train_test": 6}}),
          ["6 group(s) have clips in both train and test", "Validation mirrors that protocol"]),
+        (dict(data={**HEALTHY_DATA, "n_test": 300, "groups_shared": {"train_val": 6, "train_test": 6,
+                                                                     "test_rows": 300}}),
+         ["6 group(s) have clips in both train and test (300 of 300 test clips), as the manifest's split says",
+          "Validation mirrors that protocol"]),
+        (dict(data={**HEALTHY_DATA, "n_test": 400, "groups_shared": {"train_val": 0, "train_test": 2,
+                                                                     "test_rows": 3}}),
+         ["2 group(s) have clips in both train and test (3 of 400 test clips): those clips are scored on "
+          "sources seen in training. Few enough to be metadata slips"]),
     ],
     ids=["val-above-mixup", "val-above-no-aug", "best-first", "best-last", "below-baseline", "nan-loss",
-         "data", "shared-groups"],
+         "data", "shared-groups", "seen-group-protocol", "a-few-shared-groups"],
 )
 def test_planted_problems_are_noted(tmp_path, kwargs, expected):
     notes = notes_of(write_report(make_run(tmp_path / "run", **kwargs).root).read_text())

@@ -122,6 +122,24 @@ def shared_groups(df: pd.DataFrame, split: np.ndarray | pd.Series, a: str, b: st
     return set(groups[split == a]) & set(groups[split == b])
 
 
+def rows_in_shared_groups(df: pd.DataFrame, split: np.ndarray | pd.Series, side: str = "test") -> int:
+    """How many rows of ``side`` belong to groups that also have training rows."""
+    shared = shared_groups(df, split, "train", side)
+    if not shared:
+        return 0
+    split = np.asarray(split)
+    return int(df["group"].astype(str)[split == side].isin(shared).sum())
+
+
+def seen_group_protocol(df: pd.DataFrame, split: np.ndarray | pd.Series) -> bool:
+    """True when the test set is, by design, about groups seen in training: over half of its rows belong to
+    groups that also have training rows (FSDD's official split: all of them). A few groups that span train and
+    test (ESC-50: a handful of recordings filed under two folds, with different labels) are metadata slips for
+    the leakage check to report, not a protocol to mirror."""
+    n_test = int((np.asarray(split) == "test").sum())
+    return n_test > 0 and rows_in_shared_groups(df, split) > n_test / 2
+
+
 def assign_splits(
     df: pd.DataFrame,
     *,
@@ -139,10 +157,11 @@ def assign_splits(
     - Otherwise test and then val are held out of all rows.
 
     Held-out sets keep ``group``s whole and are stratified by (first) label where possible. The one exception
-    is validation under ``val_groups="auto"`` when the manifest's own test set shares groups with its training
-    set (FSDD's official split puts every speaker on both sides): validation then mirrors that protocol and
-    is held out by row, because a validation set of unseen groups would both remove whole groups from
-    training and select checkpoints for a different task than the one the test set measures.
+    is validation under ``val_groups="auto"`` when the manifest's own test set is about groups seen in training
+    (over half of its rows are in groups with training rows; FSDD's official split puts every speaker on both
+    sides): validation then mirrors that protocol and is held out by row, because a validation set of unseen
+    groups would both remove whole groups from training and select checkpoints for a different task than the
+    one the test set measures. A few shared groups do not make such a protocol (:func:`seen_group_protocol`).
 
     Args:
         df: a manifest.
@@ -152,7 +171,8 @@ def assign_splits(
         test_fraction: share of all rows held out for test (only without ``split`` and ``fold``).
         seed: makes the assignment reproducible.
         val_groups: how validation is held out of the training rows: ``group`` keeps groups whole,
-            ``ignore`` holds out rows, ``auto`` keeps groups whole unless the test set shares groups with train.
+            ``ignore`` holds out rows, ``auto`` keeps groups whole unless most test rows are in groups that
+            have training rows.
 
     Returns:
         A copy of ``df`` with a ``split`` column.
@@ -191,7 +211,7 @@ def assign_splits(
         train = np.flatnonzero(split == "train")
         if len(train) == 0:
             raise ManifestError("the manifest has no training rows; mark some rows split=train")
-        by_group = val_groups == "group" or (val_groups == "auto" and not shared_groups(df, split, "train", "test"))
+        by_group = val_groups == "group" or (val_groups == "auto" and not seen_group_protocol(df, split))
         # a validation set smaller than the class count cannot show every class (a tiny one of a single class
         # scores "perfect" and ends training early): hold out at least one clip per class, at most half
         n_classes = len(set(_first_labels(df.iloc[train])))

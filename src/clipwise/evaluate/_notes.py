@@ -84,11 +84,20 @@ def automatic_notes(facts: RunFacts) -> list[str]:
                      "start/end times.")
     shared = data.get("groups_shared")
     if isinstance(shared, dict) and shared.get("train_test", 0) > 0:
-        how = (" Validation mirrors that protocol (held out by clip, not by group)."
-               if shared.get("train_val", 0) > 0 else "")
-        notes.append(f"{shared['train_test']} group(s) have clips in both train and test, as the manifest's split "
-                     "says: the test score is for groups (speakers, recordings) seen in training, not for new "
-                     f"ones.{how} Use a grouped split or leave-one-group-out folds to measure unseen groups.")
+        rows, n_test = shared.get("test_rows"), data.get("n_test")
+        of = f" ({rows} of {n_test} test clips)" if isinstance(rows, int) and isinstance(n_test, int) else ""
+        if of and rows <= n_test / 2:
+            notes.append(f"{shared['train_test']} group(s) have clips in both train and test{of}: those clips are "
+                         "scored on sources seen in training. Few enough to be metadata slips (a recording filed "
+                         "under two folds or two labels) rather than a protocol: validation keeps groups whole, "
+                         "and the leakage check lists them.")
+        else:
+            how = (" Validation mirrors that protocol (held out by clip, not by group)."
+                   if shared.get("train_val", 0) > 0 else "")
+            notes.append(f"{shared['train_test']} group(s) have clips in both train and test{of}, as the "
+                         "manifest's split says: the test score is for groups (speakers, recordings) seen in "
+                         f"training, not for new ones.{how} Use a grouped split or leave-one-group-out folds to "
+                         "measure unseen groups.")
     dups = [f for f in (facts.leakage or {}).get("train_val", []) if f.get("kind") != "group_leak"]
     if dups:
         notes.append("Training and validation share audio (" + "; ".join(f["message"] for f in dups) + "): "

@@ -36,7 +36,7 @@ from clipwise.data.dataset import (
 )
 from clipwise.data.leakage import check_split_leakage, leakage_summary
 from clipwise.data.manifest import check_files, label_names, parse_labels, read_manifest
-from clipwise.data.splits import assign_splits, shared_groups
+from clipwise.data.splits import assign_splits, rows_in_shared_groups, shared_groups
 from clipwise.errors import ConfigError, ManifestError
 from clipwise.evaluate.metrics import majority_baseline
 from clipwise.evaluate.multilabel import evaluation_metrics, prior_baseline, tune_thresholds
@@ -472,8 +472,9 @@ def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L
             "clip_seconds": float(config.data.clip_seconds),
             "silent_clips": {s: int(sum(data.stores[s].silent)) for s in ("train", "val", "test")},
             "skipped_files": int(len(data.skipped)),
-            "groups_shared": {f"train_{s}": len(shared_groups(data.frame, data.frame["split"], "train", s))
-                              for s in ("val", "test")},
+            "groups_shared": {**{f"train_{s}": len(shared_groups(data.frame, data.frame["split"], "train", s))
+                                 for s in ("val", "test")},
+                              "test_rows": rows_in_shared_groups(data.frame, data.frame["split"])},
         },
         leakage=leakage_summary(data.leakage),
         model={"name": config.model.name, "params": predictor.model.num_parameters()},
