@@ -297,6 +297,19 @@ def test_vit_weights_from_a_local_file_load_onto_a_non_square_spectrogram(tmp_pa
     assert net(torch.randn(2, 1, 64, 500)).shape == (2, 3)
 
 
+def test_cnn_weights_from_a_local_file_take_one_channel_and_a_new_head(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    source = timm.create_model("resnet18", num_classes=1000)
+    torch.save(source.state_dict(), tmp_path / "r18.pth")
+    net = create_backbone("resnet18", num_classes=3, input_size=(64, 501), pretrained=True,
+                          pretrained_cfg_overlay={"file": str(tmp_path / "r18.pth")})
+    torch.testing.assert_close(net.conv1.weight[:, 0], source.conv1.weight.sum(1))
+    torch.testing.assert_close(net.layer3[1].conv2.weight, source.layer3[1].conv2.weight)
+    assert net.fc.out_features == 3 and net(torch.randn(2, 1, 64, 501)).shape == (2, 3)
+
+
 def test_convit_weights_load_onto_its_resampled_square_grid(tmp_path):
     """timm does not resize ConViT's position embedding when loading weights: clipwise resamples it from the
     weights' 14 x 14 grid to the model's 12 x 12 (a 64 x 501 spectrogram, resampled to 192 x 192)."""
