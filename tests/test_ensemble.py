@@ -203,3 +203,22 @@ def test_out_never_overwrites_a_member_or_another_run(tmp_path):
     # an ensemble folder is rebuilt in place
     ens = build_ensemble([a.root, b.root], tmp_path / "ens", weights="mean")
     assert build_ensemble([b.root, a.root], ens, weights="mean") == ens
+
+
+def test_an_ensemble_can_be_a_member_and_travels_with_its_copies(tmp_path):
+    """A nested ensemble is copied with its own members/ folder, so the outer folder holds everything."""
+    y = np.arange(80) % 4
+    a = _member(tmp_path / "a", y, np.arange(80) < 40, 0)
+    b = _member(tmp_path / "b", y, np.arange(80) >= 40, 1)
+    c = _member(tmp_path / "c", y, np.arange(80) % 2 == 0, 2)
+    inner = build_ensemble([a.root, b.root], tmp_path / "inner", weights="mean")
+    (inner / "members" / "0-a").mkdir(parents=True)  # stands for a copied member model
+    (inner / "members" / "0-a" / "model.pt").write_bytes(b"weights")
+    outer = build_ensemble([inner, c.root], tmp_path / "outer", weights="mean")
+    spec = json.loads((outer / "ensemble.json").read_text())
+    assert spec["members"][0] == "members/0-inner"
+    copied = outer / "members" / "0-inner"
+    assert json.loads((copied / "ensemble.json").read_text()) == json.loads((inner / "ensemble.json").read_text())
+    assert (copied / "members" / "0-a" / "model.pt").read_bytes() == b"weights"
+    s = json.loads((outer / "summary.json").read_text())
+    assert set(s["members"]) == {"inner", "c"} and (outer / "report.md").is_file()
