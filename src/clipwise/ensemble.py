@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,6 @@ from clipwise.run import RunFolder
 
 ENSEMBLE_FILE = "ensemble.json"
 MEMBERS_DIR = "members"
-MODEL_FILE = "model.pt"  # a member's weights: AudioClassifier.save, read by Predictor.from_run
 
 
 def learn_weights(y: np.ndarray, member_probs: list[np.ndarray]) -> np.ndarray:
@@ -72,26 +72,22 @@ def _load_member(path: str | os.PathLike) -> RunFolder:
 def _bundle_member(member: RunFolder, dest: Path) -> bool:
     """Copy what scoring audio with ``member`` needs into ``dest``; False (nothing copied) when it holds no model
     (a folder of saved predictions only)."""
-    import shutil
-
+    from clipwise.infer.predictor import MODEL_FILE
     from clipwise.models.classifier import AudioClassifier
 
     src = member.root
-    if (src / ENSEMBLE_FILE).is_file():
-        parts = [ENSEMBLE_FILE]
-    elif (src / "model.joblib").is_file():
-        parts = ["model.joblib"]
-    elif member.best_checkpoint.is_file():
-        parts = []
-    else:
+    nested = (src / ENSEMBLE_FILE).is_file()
+    classical = not nested and (src / "model.joblib").is_file()
+    deep = not (nested or classical) and member.best_checkpoint.is_file()
+    if not (nested or classical or deep):
         return False
     dest.mkdir(parents=True, exist_ok=True)
-    for name in (*parts, "config.yaml", "labels.json", "thresholds.json"):
+    for name in (ENSEMBLE_FILE, "model.joblib", "config.yaml", "labels.json", "thresholds.json"):
         if (src / name).is_file():
             shutil.copy2(src / name, dest / name)
-    if (src / MEMBERS_DIR).is_dir() and (src / ENSEMBLE_FILE).is_file():  # a nested ensemble's own copies
-        shutil.copytree(src / MEMBERS_DIR, dest / MEMBERS_DIR, dirs_exist_ok=True)
-    if not parts:
+    if nested and (src / MEMBERS_DIR).is_dir():  # a nested ensemble's own copies of its members
+        shutil.copytree(src / MEMBERS_DIR, dest / MEMBERS_DIR)
+    if deep:
         AudioClassifier.load(member.best_checkpoint).save(dest / MODEL_FILE)
     return True
 
@@ -168,8 +164,6 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
     run = RunFolder(out)
     run.root.mkdir(parents=True, exist_ok=True)
     if (run.root / MEMBERS_DIR).is_dir():  # rebuilding an ensemble: no copies of its earlier members stay behind
-        import shutil
-
         shutil.rmtree(run.root / MEMBERS_DIR)
     located = []
     for i, m in enumerate(members):

@@ -131,13 +131,18 @@ def rows_in_shared_groups(df: pd.DataFrame, split: np.ndarray | pd.Series, side:
     return int(df["group"].astype(str)[split == side].isin(shared).sum())
 
 
+def mostly_seen_groups(rows_in_shared: int, n_test: int) -> bool:
+    """The rule behind :func:`seen_group_protocol`, from the counts alone (the report applies it to a run's
+    summary): over half of the test rows are in groups that also have training rows."""
+    return n_test > 0 and rows_in_shared > n_test / 2
+
+
 def seen_group_protocol(df: pd.DataFrame, split: np.ndarray | pd.Series) -> bool:
     """True when the test set is, by design, about groups seen in training: over half of its rows belong to
     groups that also have training rows (FSDD's official split: all of them). A few groups that span train and
     test (ESC-50: a handful of recordings filed under two folds, with different labels) are metadata slips for
     the leakage check to report, not a protocol to mirror."""
-    n_test = int((np.asarray(split) == "test").sum())
-    return n_test > 0 and rows_in_shared_groups(df, split) > n_test / 2
+    return mostly_seen_groups(rows_in_shared_groups(df, split), int((np.asarray(split) == "test").sum()))
 
 
 def assign_splits(

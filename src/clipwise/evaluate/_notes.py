@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clipwise.data.splits import mostly_seen_groups
 from clipwise.run import RunFolder
 
 #: A validation score must beat the clean-training score by more than this to be noted (noise guard).
@@ -86,7 +87,7 @@ def automatic_notes(facts: RunFacts) -> list[str]:
     if isinstance(shared, dict) and shared.get("train_test", 0) > 0:
         rows, n_test = shared.get("test_rows"), data.get("n_test")
         of = f" ({rows} of {n_test} test clips)" if isinstance(rows, int) and isinstance(n_test, int) else ""
-        if of and rows <= n_test / 2:
+        if of and not mostly_seen_groups(rows, n_test):
             notes.append(f"{shared['train_test']} group(s) have clips in both train and test{of}: those clips are "
                          "scored on sources seen in training. Few enough to be metadata slips (a recording filed "
                          "under two folds or two labels) rather than a protocol: validation keeps groups whole, "

@@ -38,6 +38,9 @@ def find_audio(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+MODEL_FILE = "model.pt"  # weights alone (AudioClassifier.save), as `clipwise ensemble` copies a member
+
+
 class Predictor(Scoring):
     """Wraps a trained :class:`AudioClassifier` for batch scoring.
 
@@ -74,8 +77,8 @@ class Predictor(Scoring):
 
             return ClassicalPredictor(path)  # type: ignore[return-value]  # the same interface
         ckpt = path if path.is_file() else path / "checkpoints" / f"{checkpoint}.ckpt"
-        if path.is_dir() and not ckpt.is_file() and (path / "model.pt").is_file():
-            ckpt = path / "model.pt"  # a model copied into an ensemble: the weights alone
+        if path.is_dir() and not ckpt.is_file() and (path / MODEL_FILE).is_file():
+            ckpt = path / MODEL_FILE  # a model copied into an ensemble: the weights alone
         if not ckpt.is_file():
             raise RunError(
                 f"no checkpoint at {ckpt}: pass a run folder written by `clipwise train` (it holds "

@@ -261,8 +261,8 @@ class _DataModule(L.LightningDataModule):
 def window_subset(store: AudioStore, indices: np.ndarray, targets: np.ndarray | None, *, clip_samples: int,
                   hop_samples: int, pad_mode: str) -> WindowDataset:
     """The clips ``indices`` of ``store`` (with their targets, if given) as evaluation windows."""
-    return WindowDataset(store.subset(indices), None if targets is None else targets[indices], clip_samples=clip_samples,
-                         hop_samples=hop_samples, pad_mode=pad_mode)
+    return WindowDataset(store.subset(indices), None if targets is None else targets[indices],
+                         clip_samples=clip_samples, hop_samples=hop_samples, pad_mode=pad_mode)
 
 
 def clean_train_indices(n: int, k: int, *, seed: int) -> np.ndarray:
