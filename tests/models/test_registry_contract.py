@@ -193,7 +193,7 @@ def test_every_family_has_a_variant_table_and_the_light_cnn_is_small():
     from clipwise.models.registry import list_models
 
     families = {e.base for e in list_models() if e.base}
-    assert {"lightcnn", "seresnet", "mbconv", "crnn", "frame_transformer", "ast"} <= families
+    assert {"audiocnn", "lightcnn", "seresnet", "mbconv", "crnn", "frame_transformer", "ast"} <= families
     for fam in families:
         assert len([e for e in list_models() if e.base == fam]) >= 3  # the default alias + at least 2 variants
     light = create_backbone("lightcnn", num_classes=50, input_size=(64, 501))

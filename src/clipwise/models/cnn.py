@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clipwise.models.registry import register_model
+from clipwise.models.registry import register_family
 
 
 class _Block(nn.Module):
@@ -88,7 +88,9 @@ class AudioCNN(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes)
 
 
-@register_model("audiocnn", family="built-in CNN", description="compact residual CNN (~1.2 M params), the CPU default")
+@register_family("audiocnn", family="built-in CNN", default="base",
+                 description="compact residual CNN, the CPU default",
+                 variants={"small": {"channels": (16, 32, 64, 128)}, "base": {"channels": (32, 64, 128, 256)}})
 def audiocnn(
     *,
     num_classes: int,
@@ -98,24 +100,6 @@ def audiocnn(
     stem_stride: int = 2,
 ) -> AudioCNN:
     # explicit keywords (not **params): create_backbone checks model.params against this signature
-    return AudioCNN(
-        num_classes=num_classes,
-        input_size=input_size,
-        dropout=dropout,
-        channels=tuple(channels),
-        stem_stride=stem_stride,
-    )
-
-
-@register_model("audiocnn_small", family="built-in CNN", description="narrower AudioCNN (~0.3 M params) for edge devices")
-def audiocnn_small(
-    *,
-    num_classes: int,
-    input_size: tuple[int, int],
-    dropout: float = 0.1,
-    channels: tuple[int, ...] = (16, 32, 64, 128),
-    stem_stride: int = 2,
-) -> AudioCNN:
     return AudioCNN(
         num_classes=num_classes,
         input_size=input_size,
