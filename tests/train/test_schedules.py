@@ -96,6 +96,20 @@ def test_a_time_budget_plans_the_epochs_that_fit(monkeypatch):
     trainer.current_epoch = 1
     budget.on_train_epoch_start(trainer, module)
     assert module.planned_epochs == module.budget_epochs == trainer.fit_loop.max_epochs == 5  # 0.95 * 60 s / 10 s
+    # the first epoch carried one-off costs: the next ones take 5 s, and the plan follows the median of the latest
+    clock[0] += 5.0
+    trainer.current_epoch = 2
+    budget.on_train_epoch_start(trainer, module)
+    assert module.planned_epochs == 2 + int((57 - 15) / 7.5) == 7  # median of (10, 5)
+    clock[0] += 5.0
+    trainer.current_epoch = 3
+    budget.on_train_epoch_start(trainer, module)
+    assert module.planned_epochs == trainer.fit_loop.max_epochs == 3 + int((57 - 20) / 5) == 10  # median of (10, 5, 5)
+    for epoch, planned in ((4, 4 + int((57 - 40) / 5)), (5, 7)):  # the last revision, then the plan holds
+        clock[0] += 20.0
+        trainer.current_epoch = epoch
+        budget.on_train_epoch_start(trainer, module)
+        assert module.planned_epochs == trainer.fit_loop.max_epochs == planned
     # a resumed run (its plan restored from the checkpoint) keeps the plan, however fast its epochs now are
     resumed = callbacks.TimeBudget(minutes=1.0)
     trainer = SimpleNamespace(current_epoch=3, max_epochs=40, fit_loop=SimpleNamespace(max_epochs=40))

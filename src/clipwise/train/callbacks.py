@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
@@ -61,31 +62,45 @@ class TimeBudget(L.Callback):
 
     Lightning's ``max_time`` alone would stop training wherever the clock runs out, in the middle of a cosine
     schedule planned for more epochs: the model would never see a low learning rate. After the first epoch
-    (validation included) this plans as many epochs as fit in the budget, with a 5 % margin, and the module's
-    schedule anneals over exactly those. ``max_time`` stays on as the hard limit. A resumed run keeps its plan.
+    (validation included) this plans as many epochs as fit in what is left of the budget, with a 5 % margin, and
+    the module's schedule anneals over exactly those. The plan is revised after each of the next
+    ``replan_epochs`` epochs from the median of the latest epoch times, so a first epoch slowed by one-off costs
+    (warm-up, caches, another job on the machine) does not shorten the whole run; later epochs keep the plan,
+    so the schedule is not reshaped while it anneals. ``max_time`` stays on as the hard limit. A resumed run
+    keeps its plan.
     """
 
-    def __init__(self, minutes: float, *, margin: float = 0.95):
+    def __init__(self, minutes: float, *, margin: float = 0.95, replan_epochs: int = 3):
         self.seconds = minutes * 60
         self.margin = margin
+        self.replan_epochs = replan_epochs
         self.t0: float | None = None
         self.first_epoch = 0
+        self.epoch_starts: list[float] = []
         self.planned: int | None = None
+        self.max_epochs = 0
+        self.resumed = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.t0, self.first_epoch = time.time(), trainer.current_epoch
+        self.epoch_starts = [self.t0]
+        self.max_epochs = trainer.max_epochs
         if getattr(pl_module, "budget_epochs", None) is not None:
             # a resumed run keeps the plan its first process made (restored from the checkpoint), so its
             # schedule goes on annealing over the same epochs rather than getting a whole budget again
-            self.planned = int(pl_module.budget_epochs)
+            self.planned, self.resumed = int(pl_module.budget_epochs), True
             trainer.fit_loop.max_epochs = self.planned
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.planned is not None or self.t0 is None or trainer.current_epoch != self.first_epoch + 1:
+        finished = trainer.current_epoch - self.first_epoch  # epochs this process has run, validation included
+        if self.resumed or self.t0 is None or not 1 <= finished <= 1 + self.replan_epochs:
             return
-        per_epoch = time.time() - self.t0
-        fit = self.first_epoch + max(1, int(self.margin * self.seconds / max(per_epoch, 1e-6)))
-        self.planned = int(min(trainer.max_epochs, fit))
+        now = time.time()
+        self.epoch_starts.append(now)
+        recent = np.diff(self.epoch_starts)[-3:]
+        left = self.margin * self.seconds - (now - self.t0)
+        fit = trainer.current_epoch + max(1, int(left / max(float(np.median(recent)), 1e-6)))
+        self.planned = int(min(self.max_epochs, fit))
         trainer.fit_loop.max_epochs = self.planned
         pl_module.planned_epochs = pl_module.budget_epochs = self.planned
 
