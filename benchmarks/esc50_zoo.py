@@ -47,16 +47,22 @@ def main() -> None:
     work = RESULTS / "esc50_zoo"
     threads = [f"train.threads={max(1, (os.cpu_count() or 1) // args.jobs)}"] if args.jobs > 1 else []
 
-    def train(model: str) -> None:
-        train_or_resume(["--data", str(dataset_manifest("esc50_16k")), "--test-fold", "1", "--model", model,
-                         "--allow-leakage"], out=work / model,
-                        overrides=[f"train.max_minutes={args.minutes}", "train.epochs=200", *threads, *args.overrides],
-                        log=work / f"{model}.log")
+    def train(model: str) -> str | None:
+        """Train (or resume) one model; a failure is that model's row, not the end of the suite."""
+        try:
+            train_or_resume(["--data", str(dataset_manifest("esc50_16k")), "--test-fold", "1", "--model", model,
+                             "--allow-leakage"], out=work / model,
+                            overrides=[f"train.max_minutes={args.minutes}", "train.epochs=200", *threads,
+                                       *args.overrides], log=work / f"{model}.log")
+        except SystemExit as err:
+            print(f"{model}: {err}", flush=True)
+            return str(err)
+        return None
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        list(pool.map(train, models))
-    rows = {}
-    for model in models:
+        failed = {m: e for m, e in zip(models, pool.map(train, models)) if e}
+    rows: dict[str, dict] = {m: {"failed": e} for m, e in failed.items()}
+    for model in (m for m in models if m not in failed):
         s = json.loads((work / model / "summary.json").read_text())
         [m] = measure_models([model], input_size=(64, n_frames(5 * 16000, 160)), batch=32, repeats=3)
         rows[model] = {"test_accuracy": s["test"]["accuracy"], "params": m.params, "macs": m.macs,
