@@ -20,7 +20,9 @@ def test_ddp_on_cpu_writes_one_run_with_identical_weights(synth_manifest, tiny, 
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("CLIPWISE_RUN_DIR", "LOCAL_RANK", "WORLD_SIZE")}
     env["PYTHONWARNINGS"] = "ignore"
-    args = ["train", "--data", str(synth_manifest), "--epochs", "2", *(["--out", out] if out else []), *tiny, *DDP]
+    # a time budget too: both processes must take rank 0's epoch plan, or one would wait for the other forever
+    args = ["train", "--data", str(synth_manifest), "--epochs", "2", *(["--out", out] if out else []), *tiny, *DDP,
+            "train.max_minutes=10"]
     result = subprocess.run([sys.executable, "-m", "clipwise", *args], cwd=work, env=env, capture_output=True,
                             text=True, timeout=400)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

@@ -87,7 +87,9 @@ def test_a_time_budget_plans_the_epochs_that_fit(monkeypatch):
     clock = [1000.0]
     monkeypatch.setattr(callbacks.time, "time", lambda: clock[0])
     budget = callbacks.TimeBudget(minutes=1.0)
-    trainer = SimpleNamespace(current_epoch=0, max_epochs=40, fit_loop=SimpleNamespace(max_epochs=40))
+    one_process = SimpleNamespace(broadcast=lambda obj, src=0: obj)
+    trainer = SimpleNamespace(current_epoch=0, max_epochs=40, fit_loop=SimpleNamespace(max_epochs=40),
+                              strategy=one_process)
     module = SimpleNamespace(planned_epochs=40, budget_epochs=None)
     budget.on_train_start(trainer, module)
     budget.on_train_epoch_start(trainer, module)  # epoch 0 starts: nothing measured yet
@@ -112,7 +114,8 @@ def test_a_time_budget_plans_the_epochs_that_fit(monkeypatch):
         assert module.planned_epochs == trainer.fit_loop.max_epochs == planned
     # a resumed run (its plan restored from the checkpoint) keeps the plan, however fast its epochs now are
     resumed = callbacks.TimeBudget(minutes=1.0)
-    trainer = SimpleNamespace(current_epoch=3, max_epochs=40, fit_loop=SimpleNamespace(max_epochs=40))
+    trainer = SimpleNamespace(current_epoch=3, max_epochs=40, fit_loop=SimpleNamespace(max_epochs=40),
+                              strategy=one_process)
     module = SimpleNamespace(planned_epochs=5, budget_epochs=5)
     resumed.on_train_start(trainer, module)
     clock[0] += 1.0

@@ -100,7 +100,8 @@ class TimeBudget(L.Callback):
         recent = np.diff(self.epoch_starts)[-3:]
         left = self.margin * self.seconds - (now - self.t0)
         fit = trainer.current_epoch + max(1, int(left / max(float(np.median(recent)), 1e-6)))
-        self.planned = int(min(self.max_epochs, fit))
+        # every process of a multi-process run must stop after the same epoch: rank 0's clock decides
+        self.planned = int(trainer.strategy.broadcast(min(self.max_epochs, fit), src=0))
         trainer.fit_loop.max_epochs = self.planned
         pl_module.planned_epochs = pl_module.budget_epochs = self.planned
 
