@@ -413,7 +413,7 @@ def _train(run: RunFolder, config: Config, *, resume: bool) -> Path:
     if config.train.precision == "bf16" and isinstance(trainer.accelerator, CPUAccelerator) \
             and not cpu_has_native_bf16():
         warnings.warn("train.precision=bf16 on a CPU without native bf16 instructions (oneDNN reports none): "
-                      "convolutions are emulated and run about 12x slower than float32 (measured: an audiocnn "
+                      "convolutions are emulated and run about 10x slower than float32 (measured: an audiocnn "
                       "training step on an AVX2 CPU); set train.precision=32 on this machine", UserWarning,
                       stacklevel=2)
     if trainer.is_global_zero:
