@@ -74,36 +74,30 @@ class TimeBudget(L.Callback):
         self.seconds = minutes * 60
         self.margin = margin
         self.replan_epochs = replan_epochs
-        self.t0: float | None = None
         self.first_epoch = 0
-        self.epoch_starts: list[float] = []
-        self.planned: int | None = None
+        self.epoch_starts: list[float] = []  # the training start, then the start of each epoch measured after it
         self.max_epochs = 0
         self.resumed = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.t0, self.first_epoch = time.time(), trainer.current_epoch
-        self.epoch_starts = [self.t0]
-        self.max_epochs = trainer.max_epochs
+        self.first_epoch, self.epoch_starts, self.max_epochs = trainer.current_epoch, [time.time()], trainer.max_epochs
         if getattr(pl_module, "budget_epochs", None) is not None:
             # a resumed run keeps the plan its first process made (restored from the checkpoint), so its
             # schedule goes on annealing over the same epochs rather than getting a whole budget again
-            self.planned, self.resumed = int(pl_module.budget_epochs), True
-            trainer.fit_loop.max_epochs = self.planned
+            self.resumed = True
+            trainer.fit_loop.max_epochs = int(pl_module.budget_epochs)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         finished = trainer.current_epoch - self.first_epoch  # epochs this process has run, validation included
-        if self.resumed or self.t0 is None or not 1 <= finished <= 1 + self.replan_epochs:
+        if self.resumed or not self.epoch_starts or not 1 <= finished <= 1 + self.replan_epochs:
             return
-        now = time.time()
-        self.epoch_starts.append(now)
+        self.epoch_starts.append(time.time())
         recent = np.diff(self.epoch_starts)[-3:]
-        left = self.margin * self.seconds - (now - self.t0)
+        left = self.margin * self.seconds - (self.epoch_starts[-1] - self.epoch_starts[0])
         fit = trainer.current_epoch + max(1, int(left / max(float(np.median(recent)), 1e-6)))
         # every process of a multi-process run must stop after the same epoch: rank 0's clock decides
-        self.planned = int(trainer.strategy.broadcast(min(self.max_epochs, fit), src=0))
-        trainer.fit_loop.max_epochs = self.planned
-        pl_module.planned_epochs = pl_module.budget_epochs = self.planned
+        planned = int(trainer.strategy.broadcast(min(self.max_epochs, fit), src=0))
+        trainer.fit_loop.max_epochs = pl_module.planned_epochs = pl_module.budget_epochs = planned
 
 
 def auto_ema_decay(total_steps: int, *, share: float = 0.05, bounds: tuple[float, float] = (0.9, 0.9999)) -> float:
