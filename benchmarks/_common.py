@@ -15,6 +15,19 @@ RESULTS = ROOT / "benchmarks" / "results"
 CLIPWISE = [sys.executable, "-m", "clipwise"]
 
 
+def median_seconds(fn, *, repeats: int) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` calls, after one untimed warm-up call."""
+    import statistics
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def dataset_manifest(name: str) -> Path:
     path = SHARED / name / "manifest.csv"
     if not path.is_file():

@@ -8,20 +8,17 @@ Prints the median seconds of a forward and backward pass for each, and the ratio
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import median_seconds  # noqa: E402
+
 
 def step_seconds(net: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
-    net(x).sum().backward()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        net(x).sum().backward()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_seconds(lambda: net(x).sum().backward(), repeats=repeats)
 
 
 def main() -> None:

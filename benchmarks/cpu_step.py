@@ -14,11 +14,10 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import save_result  # noqa: E402
+from _common import median_seconds, save_result  # noqa: E402
 
 
 def step_seconds(model_name: str, *, batch: int, repeats: int, threads: int, bf16: bool = False,
@@ -43,19 +42,13 @@ def step_seconds(model_name: str, *, batch: int, repeats: int, threads: int, bf1
         loss.backward()
         opt.step()
 
-    step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_seconds(step, repeats=repeats)
 
 
 def _side_by_side(args: argparse.Namespace) -> list[float]:
     """Two 1-thread processes started together; each prints its median step time."""
     cmd = [sys.executable, __file__, "--model", args.model, "--batch", str(args.batch), "--repeats",
-           str(args.repeats), "--one", "threads=1"]
+           str(args.repeats), "--one"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     return [float(p.communicate()[0].strip()) for p in procs]
 
@@ -65,12 +58,14 @@ def main() -> None:
     p.add_argument("--model", default="audiocnn")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one setting and print it
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # internal: one 1-thread figure, printed
     args = p.parse_args()
     if args.one:
         print(step_seconds(args.model, batch=args.batch, repeats=args.repeats, threads=1))
         return
     import torch
+
+    from clipwise.train.fit import cpu_has_native_bf16
 
     settings = {"float32, 1 thread": dict(threads=1), "bf16 autocast, 1 thread": dict(threads=1, bf16=True),
                 "channels-last, 1 thread": dict(threads=1, channels_last=True), "float32, 2 threads": dict(threads=2)}
@@ -82,7 +77,7 @@ def main() -> None:
         pair = _side_by_side(args)
         rounds["two 1-thread processes side by side"].append(round(max(pair), 3))
         print("two 1-thread processes side by side (slower of the two)", pair, flush=True)
-    native = bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+    native = cpu_has_native_bf16()
     one, two, pair = (statistics.mean(rounds[k]) for k in
                       ("float32, 1 thread", "float32, 2 threads", "two 1-thread processes side by side"))
     save_result("cpu_step", {
