@@ -57,7 +57,8 @@ def main() -> None:
     gain = summary["test"]["accuracy"] - scores(best_single)["test_accuracy"]
     save_result("esc50_ensemble", {
         "command": f"benchmarks/esc50_ensemble.py --top {args.top} --weights {args.weights}",
-        "members": {_name(m): {**scores(m), "weight": w} for m, w in zip(members, spec["weights"])},
+        "members": {_name(m): {**scores(m), "weight": w, "temperature": t}
+                    for m, w, t in zip(members, spec["weights"], spec["temperatures"])},
         "ensemble_val_accuracy": summary["val"]["accuracy"],
         "ensemble_test_accuracy": summary["test"]["accuracy"],
         "best_single_run": {"run": _name(best_single), **scores(best_single)},

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.optimize import check_grad
 
-from clipwise.ensemble import build_ensemble, learn_weights
+from clipwise.ensemble import build_ensemble, fit_temperature, learn_weights, temper
 from clipwise.run import RunFolder
 
 LABELS = ["a", "b", "c", "d"]
@@ -65,6 +65,71 @@ def test_learned_weights_find_the_better_member_and_follow_their_gradient():
     assert check_grad(f, g, np.array([0.3, -0.2])) < 1e-6
 
 
+def test_temperature_scaling_recovers_how_far_scores_are_from_calibrated():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, (3000, 5))
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = np.array([rng.choice(5, p=row) for row in p])  # labels drawn from the true probabilities
+    soft = temper(p, 2.0)  # an under-confident member: its scores are the truth at temperature 2
+    t = fit_temperature(y, soft)
+    assert 0.4 < t < 0.6  # 1/2 undoes it
+    assert np.array_equal(temper(soft, t).argmax(1), p.argmax(1))  # a temperature never changes a ranking
+    # multi-label: sigmoid scores per class, over-confident by a factor 2 in their logits
+    zm = rng.normal(0, 2, (3000, 4))
+    ym = (rng.random(zm.shape) < 1 / (1 + np.exp(-zm))).astype(int)
+    t = fit_temperature(ym, 1 / (1 + np.exp(-2 * zm)))
+    assert 1.6 < t < 2.5
+
+
+def _scored_member(root, y: np.ndarray, probs: np.ndarray) -> RunFolder:
+    run = RunFolder(root)
+    run.save_labels(LABELS)
+    run.save_config_yaml({"train": {"monitor": "val_accuracy"}})
+    for split in ("val", "test"):
+        run.save_predictions(split, [f"clip{i}.wav" for i in range(len(y))], y, probs)
+    run.save_summary({"test": {"accuracy": float(np.mean(probs.argmax(1) == y))},
+                      "baseline": {"accuracy": 0.25, "balanced_accuracy": 0.25}})
+    return run
+
+
+def test_calibrated_weights_keep_an_under_confident_member_that_raw_log_loss_drops(tmp_path):
+    """Member a is right and sure on 60 % of the clips; b is right on another 60 %, but only 0.4 sure (as mixup
+    and label smoothing leave a network); elsewhere both guess. Log-loss weights on the raw scores give b
+    nothing; calibrated first, both count and the mix is right everywhere."""
+    n = 400
+    y, idx = np.arange(n) % 4, np.arange(n)
+
+    def scores(knows, hit, seed):
+        p = np.random.default_rng(seed).dirichlet(np.full(4, 50.0), n)  # a guess: near-uniform, argmax at random
+        p[knows] = (1 - hit) / 3
+        p[knows, y[knows]] = hit
+        return p
+
+    a = _scored_member(tmp_path / "a", y, scores(idx % 10 < 6, 0.94, 1))
+    b = _scored_member(tmp_path / "b", y, scores(idx % 10 >= 4, 0.40, 2))
+    raw = build_ensemble([a.root, b.root], tmp_path / "raw", calibrate=False)
+    cal = build_ensemble([a.root, b.root], tmp_path / "cal")  # auto: calibrated, since weights are learned
+    raw_spec, cal_spec = (json.loads((d / "ensemble.json").read_text()) for d in (raw, cal))
+    raw_s, cal_s = (json.loads((d / "summary.json").read_text()) for d in (raw, cal))
+    assert raw_spec["weights"][1] < 0.01 and raw_spec["temperatures"] == [1.0, 1.0]
+    assert raw_spec["calibrated_on"] is None and cal_spec["calibrated_on"] == "val"
+    assert min(cal_spec["weights"]) > 0.3 and cal_spec["temperatures"][1] < cal_spec["temperatures"][0] < 1
+    members = [m["test_accuracy"] for m in cal_s["members"].values()]
+    assert max(members) < 0.75 and raw_s["test"]["accuracy"] < 0.75 and cal_s["test"]["accuracy"] == 1.0
+    # the mean of calibrated scores is what the ensemble saved
+    _, saved, _ = RunFolder(cal).load_predictions("test")
+    mix = sum(w * temper(RunFolder(m.root).load_predictions("test")[1], t)
+              for m, w, t in zip((a, b), cal_spec["weights"], cal_spec["temperatures"]))
+    np.testing.assert_allclose(saved, mix, atol=1e-5)
+    # calibrating needs labelled validation predictions
+    for m in (a, b):
+        m.predictions_path("val").unlink()
+    from clipwise.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="calibrat.*predictions_val.csv.*--calibrate off"):
+        build_ensemble([a.root, b.root], tmp_path / "none", weights="mean", calibrate=True)
+
+
 def test_members_must_share_labels_and_clips(tmp_path):
     y = np.arange(8) % 4
     a = _member(tmp_path / "a", y, y >= 0, 0)
@@ -85,7 +150,9 @@ def test_an_ensemble_of_trained_runs_evaluates_and_predicts(synth_manifest, tmp_
         assert r.rc == 0, r.err
     r = cli("ensemble", tmp_path / "low", tmp_path / "high", "--out", tmp_path / "ens")
     assert r.rc == 0, r.err
-    weights = json.loads((tmp_path / "ens" / "ensemble.json").read_text())["weights"]
+    spec = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
+    weights, temps = spec["weights"], spec["temperatures"]
+    assert spec["calibrated_on"] == "val" and all(0.05 <= t <= 20 for t in temps)
     summary = json.loads((tmp_path / "ens" / "summary.json").read_text())
     r = cli("evaluate", tmp_path / "ens", "--format", "json")
     assert r.rc == 0, r.err
@@ -97,7 +164,8 @@ def test_an_ensemble_of_trained_runs_evaluates_and_predicts(synth_manifest, tmp_
     files = sorted((synth_manifest.parent / "audio" / "tone").glob("*.wav"))[:3]
     mixed = ens.predict_files(files)
     parts = [Predictor.from_run(tmp_path / n).predict_files(files) for n in ("low", "high")]
-    np.testing.assert_allclose(mixed, weights[0] * parts[0] + weights[1] * parts[1], atol=1e-6)
+    np.testing.assert_allclose(mixed, weights[0] * temper(parts[0], temps[0]) + weights[1] * temper(parts[1], temps[1]),
+                               atol=1e-6)
     r = cli("predict", tmp_path / "ens", *files, "--format", "csv")
     assert r.rc == 0 and r.out.count("\n") == 4
     # self-contained: the members' weights were copied in (without optimiser state), so the ensemble folder

@@ -324,12 +324,15 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from clipwise.ensemble import build_ensemble
 
-    out = build_ensemble(args.runs, args.out, weights=args.weights)
+    calibrate = {"auto": None, "on": True, "off": False}[args.calibrate]
+    out = build_ensemble(args.runs, args.out, weights=args.weights, calibrate=calibrate)
     summary = json.loads((out / "summary.json").read_text())
     spec = json.loads((out / "ensemble.json").read_text())
     print(f"ensemble folder: {out}")
-    for (name, scores), w in zip(summary["members"].items(), spec["weights"]):
-        print(f"  {name:30s} weight {w:.3f}  " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    temps = spec.get("temperatures") or [1.0] * len(spec["weights"])
+    for (name, scores), w, t in zip(summary["members"].items(), spec["weights"], temps):
+        print(f"  {name:30s} weight {w:.3f}  temperature {t:.3f}  "
+              + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     for split in ("val", "test"):
         if split in summary:
             main = "lwlrap" if "lwlrap" in summary[split] else "accuracy"
@@ -463,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="the ensemble's folder")
     s.add_argument("--weights", default="learn", help="learn (minimise validation log-loss), mean, or "
                    "comma-separated weights")
+    s.add_argument("--calibrate", choices=("auto", "on", "off"), default="auto",
+                   help="temperature-scale each member on validation before mixing (auto: when learning weights)")
     s.set_defaults(fn=cmd_ensemble)
 
     s = sub.add_parser("demo", help="train on a built-in synthetic dataset, report, predict")
