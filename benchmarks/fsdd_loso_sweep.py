@@ -37,7 +37,7 @@ def main() -> None:
     space = work / "space.yaml"
     space.write_text(SPACE)
     cmd = [*CLIPWISE, "sweep", "--data", str(manifest), "--space", str(space), "--out", str(work / "sweep"),
-           "--sampler", "grid", "--cv", f"train.max_minutes={args.minutes}", "train.progress=false",
+           "--sampler", "grid", "--cv", "0", f"train.max_minutes={args.minutes}", "train.progress=false",
            *(["train.threads=1"] if args.jobs > 1 else []), *args.overrides]
     logs = [open(work / f"worker{i}.log", "a") for i in range(args.jobs)]
     procs = [subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT) for log in logs]
