@@ -349,6 +349,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser ------------------------------------------------------------------------------------------------------
+def _fold_count(text: str) -> int:
+    """--cv's optional number: argparse hands it the next word, so a key=value setting written after a bare
+    --cv lands here; say so instead of 'invalid int value'."""
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--cv took {text!r} as its number of folds: write --cv 0 (the manifest's folds) or --cv K before "
+            "key=value settings, or put --cv last") from None
+    if k < 0 or k == 1:
+        raise argparse.ArgumentTypeError(f"--cv {k}: use 0 (the manifest's folds) or K >= 2 folds")
+    return k
+
+
 def _run_options(s: argparse.ArgumentParser, *, data_required: bool = True) -> None:
     """The options of every command that trains (train, cv, sweep, lr-find)."""
     s.add_argument("--data", required=data_required, help="manifest CSV")
@@ -394,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-fold", type=int, help="with a fold column: the fold used as test set")
     s.add_argument("--out", help="run folder (default: runs/<data>-<model>-<time>)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    s.add_argument("--cv", nargs="?", type=int, const=0, metavar="K", help="cross-validate instead (as `clipwise cv`): "
+    s.add_argument("--cv", nargs="?", type=_fold_count, const=0, metavar="K", help="cross-validate instead (as `clipwise cv`): "
                    "the manifest's folds, or K grouped folds (default 5)")
     s.set_defaults(fn=cmd_train)
 
@@ -449,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metric", help="validation metric to optimise (default: the config's monitor)")
     s.add_argument("--seed", type=int, default=0, help="sampler seed")
     s.add_argument("--test-fold", type=int, help="with a fold column: the fold used as test set")
-    s.add_argument("--cv", nargs="?", type=int, const=0, metavar="K", help="cross-validate every trial (the "
+    s.add_argument("--cv", nargs="?", type=_fold_count, const=0, metavar="K", help="cross-validate every trial (the "
                    "manifest's folds, or K grouped folds) and optimise the mean validation score over its folds")
     s.set_defaults(fn=cmd_sweep)
 

@@ -97,3 +97,16 @@ def test_train_cv_is_the_cv_command(make_manifest, tmp_path, cli, tiny):
     assert (tmp_path / "cv" / "cv_summary.json").is_file() and "cross-validation folder" in r.out
     r = cli("train", "--data", manifest, "--cv", "--test-fold", "1", "--out", tmp_path / "x", *tiny)
     assert r.rc == 2 and "--cv runs every fold" in r.err
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_a_setting_after_a_bare_cv_is_explained_not_taken_for_a_fold_count(command, tmp_path, capsys):
+    """argparse hands --cv's optional number the next word: `--cv train.epochs=3` used to end in 'invalid int
+    value'; the error now says how to write it."""
+    from clipwise.cli import main
+
+    for bad, says in (("train.epochs=3", "'train.epochs=3' as its number of folds: write --cv 0"),
+                      ("1", "--cv 1: use 0")):
+        with pytest.raises(SystemExit) as e:
+            main([command, "--data", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o"), "--cv", bad])
+        assert e.value.code == 2 and says in capsys.readouterr().err
