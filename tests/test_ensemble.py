@@ -130,6 +130,23 @@ def test_calibrated_weights_keep_an_under_confident_member_that_raw_log_loss_dro
         build_ensemble([a.root, b.root], tmp_path / "none", weights="mean", calibrate=True)
 
 
+def test_members_of_one_folder_name_stay_apart_and_the_report_lists_them(tmp_path):
+    """Two runs both called fold1 (from two cross-validations): each keeps its own scores, and report.md
+    names every member with its weight and temperature."""
+    y = np.arange(80) % 4
+    a = _member(tmp_path / "cv_a" / "fold1", y, np.arange(80) < 40, 0)
+    b = _member(tmp_path / "cv_b" / "fold1", y, np.arange(80) >= 40, 1)
+    out = build_ensemble([a.root, b.root], tmp_path / "ens", calibrate=True, weights="mean")
+    spec = json.loads((out / "ensemble.json").read_text())
+    s = json.loads((out / "summary.json").read_text())
+    assert spec["names"] == ["0-fold1", "1-fold1"] and sorted(s["members"]) == ["0-fold1", "1-fold1"]
+    assert s["model"]["name"] == "ensemble of 0-fold1, 1-fold1"
+    report = (out / "report.md").read_text()
+    assert "## Ensemble members" in report and "Weights equal; each member temperature-scaled on validation" in report
+    for name, t in zip(spec["names"], spec["temperatures"]):
+        assert f"| {name} | 0.500 | {t:.3f} | " in report
+
+
 def test_members_must_share_labels_and_clips(tmp_path):
     y = np.arange(8) % 4
     a = _member(tmp_path / "a", y, y >= 0, 0)

@@ -330,7 +330,8 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     spec = json.loads((out / "ensemble.json").read_text())
     print(f"ensemble folder: {out}")
     temps = spec.get("temperatures") or [1.0] * len(spec["weights"])
-    for (name, scores), w, t in zip(summary["members"].items(), spec["weights"], temps):
+    for name, w, t in zip(spec["names"], spec["weights"], temps):
+        scores = summary["members"].get(name, {})
         print(f"  {name:30s} weight {w:.3f}  temperature {t:.3f}  "
               + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     for split in ("val", "test"):

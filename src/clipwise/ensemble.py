@@ -214,11 +214,13 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
     run.root.mkdir(parents=True, exist_ok=True)
     if (run.root / MEMBERS_DIR).is_dir():  # rebuilding an ensemble: no copies of its earlier members stay behind
         shutil.rmtree(run.root / MEMBERS_DIR)
+    names = [m.root.name for m in members]
+    names = [f"{i}-{n}" if names.count(n) > 1 else n for i, n in enumerate(names)]  # e.g. two cv/fold1 members
     located = []
     for i, m in enumerate(members):
         rel = Path(MEMBERS_DIR) / f"{i}-{m.root.name}"
         located.append(rel.as_posix() if _bundle_member(m, run.root / rel) else str(m.root.resolve()))
-    spec = {"members": located, "sources": [str(m.root.resolve()) for m in members],
+    spec = {"members": located, "names": names, "sources": [str(m.root.resolve()) for m in members],
             "weights": [float(x) for x in w], "weights_from": weights if weights in ("learn", "mean") else "given",
             "temperatures": [round(t, 6) for t in temperatures], "calibrated_on": "val" if calibrate else None}
     run.save_json(run.root / ENSEMBLE_FILE, spec)
@@ -243,11 +245,11 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
             keep = _labelled(y)
             summary[split] = evaluation_metrics(y[keep], mixed[split][keep], labels=labels, multi_label=multi,
                                                 thresholds=thresholds)
-            for m, p in zip(members, probs):
+            for name, p in zip(names, probs):
                 score = lwlrap(y[keep], p[keep]) if multi else np.mean(p[keep].argmax(1) == y[keep])
-                summary["members"].setdefault(m.root.name, {})[f"{split}_{key}"] = float(score)
+                summary["members"].setdefault(name, {})[f"{split}_{key}"] = float(score)
     first = members[0].load_summary()
-    summary.update(model={"name": "ensemble of " + ", ".join(m.root.name for m in members), "kind": "ensemble"},
+    summary.update(model={"name": "ensemble of " + ", ".join(names), "kind": "ensemble"},
                    baseline=first.get("baseline"), data={k: v for k, v in (first.get("data") or {}).items()
                                                          if k.startswith("n_") or k == "n_classes"})
     run.save_summary(summary)

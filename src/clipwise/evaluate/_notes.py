@@ -45,6 +45,7 @@ class RunFacts:
     leakage: dict[str, Any] | None = None  # leakage.json: what the pre-training check found
     multi_label: bool = False  # y_true / y_train are multi-hot matrices
     pred_paths: list[str] = field(default_factory=list)  # the file of each row of y_true / probs
+    ensemble: dict[str, Any] | None = None  # ensemble.json: members, weights, temperatures
 
 
 def leakage_header(facts: RunFacts) -> list[str]:

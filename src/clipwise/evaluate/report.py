@@ -160,10 +160,32 @@ def write_report(run_dir: str | os.PathLike) -> Path:
         lines += ["", "## Learning curves", "", "![Learning curves](figures/curves.png)"]
     if facts.y_true is not None:
         lines += _class_sections(facts)
-    lines += _model_lines(facts) + _data_lines(facts)
+    lines += _ensemble_lines(facts) + _model_lines(facts) + _data_lines(facts)
     atomic_write_text(facts.run.report_path, "\n".join(lines).rstrip() + "\n")
     write_html(facts.run.report_path)
     return facts.run.report_path
+
+
+def _ensemble_lines(facts: RunFacts) -> list[str]:
+    """An ensemble's members: weight, calibration temperature and each member's own scores."""
+    spec = facts.ensemble
+    if not spec:
+        return []
+    members = spec.get("members") or []
+    temps = spec.get("temperatures") or [1.0] * len(members)
+    scored = section(facts.summary, "members")
+    keys = sorted({k for v in scored.values() if isinstance(v, dict) for k in v})
+    weights_from = {"learn": "learned on validation (log-loss)", "mean": "equal", "given": "given"}.get(
+        spec.get("weights_from"), "given")
+    calibrated = ("each member temperature-scaled on validation first" if spec.get("calibrated_on")
+                  else "members not calibrated")
+    out = ["", "## Ensemble members", "", f"Weights {weights_from}; {calibrated}.", "",
+           "| member | weight | temperature | " + " | ".join(keys) + " |", "|---" * (3 + len(keys)) + "|"]
+    names = spec.get("names") or [Path(m).name for m in spec.get("sources") or members]
+    for name, w, t in zip(names, spec.get("weights") or [], temps):
+        scores = scored.get(name) or {}
+        out.append(f"| {_cell(name)} | {w:.3f} | {t:.3f} | " + " | ".join(fmt(scores.get(k)) for k in keys) + " |")
+    return out
 
 
 def _model_lines(facts: RunFacts) -> list[str]:
@@ -201,6 +223,9 @@ def load_facts(run: RunFolder) -> RunFacts:
     if run.leakage_path.exists():
         facts.leakage = json.loads(run.leakage_path.read_text())
         facts.sources.append("leakage.json")
+    if (run.root / "ensemble.json").exists():
+        facts.ensemble = json.loads((run.root / "ensemble.json").read_text())
+        facts.sources.append("ensemble.json")
     for split in ("test", "val"):
         if run.predictions_path(split).exists():
             frame, probs, y_true = run.load_predictions(split)
