@@ -124,6 +124,53 @@ def test_a_time_budget_plans_the_epochs_that_fit(monkeypatch):
     assert module.planned_epochs == module.budget_epochs == trainer.fit_loop.max_epochs == 5
 
 
+def test_no_epoch_starts_that_cannot_end_within_the_hard_limit(monkeypatch):
+    """Lightning cuts an epoch short at max_time and then validates it anyway, overrunning the budget; the
+    budget stops training at an epoch's end when the median of the latest epochs exceeds the time left."""
+    from types import SimpleNamespace
+
+    import clipwise.train.callbacks as callbacks
+
+    clock, left = [0.0], [900.0]
+    monkeypatch.setattr(callbacks.time, "time", lambda: clock[0])
+    budget = callbacks.TimeBudget(minutes=15.0)
+    timer = SimpleNamespace(time_remaining=lambda: left[0])
+    trainer = SimpleNamespace(current_epoch=0, max_epochs=200, fit_loop=SimpleNamespace(max_epochs=200),
+                              strategy=SimpleNamespace(broadcast=lambda obj, src=0: obj), callbacks=[timer],
+                              should_stop=False)
+    module = SimpleNamespace(planned_epochs=200, budget_epochs=None)
+    budget.on_train_start(trainer, module)
+    for took, stops in ((300.0, False), (200.0, False), (250.0, True)):  # medians 300, 250, 250 s
+        clock[0] += took
+        left[0] -= took
+        budget.on_train_epoch_end(trainer, module)
+        assert trainer.should_stop is stops, (took, left[0])
+    # 900 - 750 = 150 s left: a 250 s epoch would be cut off. Another 250 s epoch, with 260 s left: it runs
+    trainer.should_stop, left[0] = False, 260.0
+    clock[0] += 250.0
+    budget.on_train_epoch_end(trainer, module)
+    assert trainer.should_stop is False
+    # no hard limit (no Timer): nothing to stop for
+    trainer.callbacks, left[0] = [], 1.0
+    budget.on_train_epoch_end(trainer, module)
+    assert trainer.should_stop is False
+
+
+def test_a_run_whose_next_epoch_cannot_fit_stops_after_the_epoch_it_finished(synth_manifest, tmp_path, cli, tiny,
+                                                                               monkeypatch):
+    """The stop rule inside a real Lightning run: with no time left on the hard limit after the first epoch,
+    training ends there (Lightning's own limit, far away, never fires)."""
+    import json
+
+    from lightning.pytorch.callbacks import Timer
+
+    monkeypatch.setattr(Timer, "time_remaining", lambda self, stage="train": 0.0)
+    r = cli("train", "--data", synth_manifest, "--out", tmp_path / "run", *tiny, "train.max_minutes=30",
+            "train.epochs=4", "train.patience=null")
+    assert r.rc == 0, r.err
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs_run"] == 1
+
+
 def test_the_cosine_schedule_anneals_over_the_planned_epochs(synth_manifest, tmp_path, cli, tiny):
     import json
 
