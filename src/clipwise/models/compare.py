@@ -38,7 +38,9 @@ def _macs(model: torch.nn.Module, x: torch.Tensor) -> int | None:
     from torch.utils.flop_counter import FlopCounterMode
 
     try:
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
+        # with gradients on: under no_grad an nn.TransformerEncoderLayer in eval mode takes PyTorch's fused fast
+        # path, an operator the counter has no formula for, and a transformer's encoder counted as 0 MACs
+        with FlopCounterMode(display=False) as counter, torch.enable_grad():
             model(x)
         return int(counter.get_total_flops() // 2)
     except Exception:  # noqa: BLE001 - an operator the counter does not know: report "not measured"
