@@ -187,7 +187,8 @@ class TrainConfig(_Section):
     num_nodes: int = Field(1, ge=1)
     max_minutes: float | None = Field(
         None, gt=0, description="wall-time budget: after the first epoch the schedule is planned to fit it, "
-        "up to train.epochs (so set train.epochs high to let the budget decide); training stops at it in any case"
+        "up to train.epochs (so set train.epochs high to let the budget decide); no epoch starts that the clock says "
+        "cannot end within it, and training stops at it in any case"
     )
     progress: bool = True
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores")
