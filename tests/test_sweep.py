@@ -129,3 +129,32 @@ def test_a_grid_worker_stops_rather_than_repeat_a_point_another_worker_is_runnin
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.PRUNED]
     assert study.trials[1].user_attrs["duplicate_of"] == 0
     assert not list(out.glob("trial_*"))  # nothing was trained twice
+
+
+def test_workers_that_create_the_study_together_retry_the_schema_race(tmp_path, monkeypatch):
+    """Two workers started together both create study.db; the loser's alembic stamp fails on a UNIQUE
+    constraint (seen with `--jobs 2`: one worker died at start). Opening the storage tries again."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError
+
+    from clipwise import sweep
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:  # the other worker stamped the schema first
+            real(*args, **kwargs)
+            raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    storage = sweep._open_storage(tmp_path / "study.db")
+    assert len(calls) == 2 and storage.get_all_studies() == []
+
+    def always(*args, **kwargs):
+        raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", always)
+    with pytest.raises(IntegrityError):
+        sweep._open_storage(tmp_path / "other.db", attempts=2)

@@ -161,7 +161,7 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
         chosen = optuna.samplers.RandomSampler(seed=seed) if sampler == "random" else optuna.samplers.TPESampler(seed=seed)
         trials = trials or 20
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}", engine_kwargs={"connect_args": {"timeout": 60}})
+    storage = _open_storage(out / "study.db")
     study = optuna.create_study(study_name="clipwise", storage=storage, sampler=chosen, direction=direction,
                                 load_if_exists=True)
     stored = study.user_attrs.get("space")
@@ -225,6 +225,24 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
                        callbacks=[optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,)),
                                   after])
     return write_leaderboard(study, out)
+
+
+def _open_storage(path: Path, *, attempts: int = 5):
+    """The study's SQLite storage. Workers started together race to create its tables: the loser's schema stamp
+    fails (UNIQUE constraint on alembic_version) although the winner's is complete, so try again."""
+    import time
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 60}})
+        except (IntegrityError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def write_leaderboard(study, out: Path) -> pd.DataFrame:
