@@ -140,13 +140,16 @@ def test_no_epoch_starts_that_cannot_end_within_the_hard_limit(monkeypatch):
                               should_stop=False)
     module = SimpleNamespace(planned_epochs=200, budget_epochs=None)
     budget.on_train_start(trainer, module)
-    for took, stops in ((300.0, False), (200.0, False), (250.0, True)):  # medians 300, 250, 250 s
+    for epoch, (took, stops) in enumerate(((300.0, False), (200.0, False), (250.0, True))):  # medians 300, 250, 250
+        trainer.current_epoch = epoch
+        budget.on_train_epoch_start(trainer, module)
         clock[0] += took
         left[0] -= took
         budget.on_train_epoch_end(trainer, module)
         assert trainer.should_stop is stops, (took, left[0])
     # 900 - 750 = 150 s left: a 250 s epoch would be cut off. Another 250 s epoch, with 260 s left: it runs
-    trainer.should_stop, left[0] = False, 260.0
+    trainer.should_stop, left[0], trainer.current_epoch = False, 260.0, 3
+    budget.on_train_epoch_start(trainer, module)
     clock[0] += 250.0
     budget.on_train_epoch_end(trainer, module)
     assert trainer.should_stop is False

@@ -78,14 +78,12 @@ class TimeBudget(L.Callback):
         self.margin = margin
         self.replan_epochs = replan_epochs
         self.first_epoch = 0
-        self.epoch_starts: list[float] = []  # the training start, then the start of each epoch measured after it
+        self.epoch_starts: list[float] = []  # the training start, then the start of each later epoch
         self.max_epochs = 0
         self.resumed = False
-        self.epoch_ends: list[float] = []  # when the latest epochs (validation included) ended, for the stop rule
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.first_epoch, self.epoch_starts, self.max_epochs = trainer.current_epoch, [time.time()], trainer.max_epochs
-        self.epoch_ends = [self.epoch_starts[0]]
         if getattr(pl_module, "budget_epochs", None) is not None:
             # a resumed run keeps the plan its first process made (restored from the checkpoint), so its
             # schedule goes on annealing over the same epochs rather than getting a whole budget again
@@ -94,9 +92,11 @@ class TimeBudget(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         finished = trainer.current_epoch - self.first_epoch  # epochs this process has run, validation included
-        if self.resumed or not self.epoch_starts or not 1 <= finished <= 1 + self.replan_epochs:
+        if not self.epoch_starts or finished < 1:  # the first epoch starts with the training
             return
         self.epoch_starts.append(time.time())
+        if self.resumed or finished > 1 + self.replan_epochs:
+            return
         recent = np.diff(self.epoch_starts)[-3:]
         left = self.margin * self.seconds - (self.epoch_starts[-1] - self.epoch_starts[0])
         fit = trainer.current_epoch + max(1, int(left / max(float(np.median(recent)), 1e-6)))
@@ -106,12 +106,12 @@ class TimeBudget(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Stop here when the next epoch, at the pace of the latest ones, would not end before the hard limit."""
-        self.epoch_ends = [*self.epoch_ends[-3:], time.time()]
         timer = next((cb for cb in trainer.callbacks if callable(getattr(cb, "time_remaining", None))), None)
         left = timer.time_remaining() if timer is not None else None
-        if left is None or trainer.should_stop:
+        if left is None or trainer.should_stop or not self.epoch_starts:
             return
-        too_long = bool(float(np.median(np.diff(self.epoch_ends))) > left)
+        recent = np.diff([*self.epoch_starts[-3:], time.time()])  # the latest three epochs, this one included
+        too_long = bool(float(np.median(recent)) > left)
         if trainer.strategy.broadcast(too_long, src=0):  # rank 0's clock decides, as for the plan
             trainer.should_stop = True
 
