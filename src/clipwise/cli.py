@@ -329,8 +329,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     summary = json.loads((out / "summary.json").read_text())
     spec = json.loads((out / "ensemble.json").read_text())
     print(f"ensemble folder: {out}")
-    temps = spec.get("temperatures") or [1.0] * len(spec["weights"])
-    for name, w, t in zip(spec["names"], spec["weights"], temps):
+    for name, w, t in zip(spec["names"], spec["weights"], spec["temperatures"]):
         scores = summary["members"].get(name, {})
         print(f"  {name:30s} weight {w:.3f}  temperature {t:.3f}  "
               + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))

@@ -189,17 +189,16 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
     if calibrate and ("val" not in scored or scored["val"][1] is None):
         raise ConfigError("calibrating the members needs every member's labelled predictions_val.csv; use "
                           "--calibrate off")
+    if calibrate or weights == "learn":
+        y_val = scored["val"][1]
+        keep = _labelled(y_val)
     temperatures = [1.0] * len(members)
     if calibrate:
-        y_val, probs = scored["val"][1], scored["val"][2]
-        keep = _labelled(y_val)
-        temperatures = [fit_temperature(y_val[keep], p[keep]) for p in probs]
+        temperatures = [fit_temperature(y_val[keep], p[keep]) for p in scored["val"][2]]
         for split, (paths, y, probs) in scored.items():
             scored[split] = (paths, y, [temper(p, t, multi_label=multi) for p, t in zip(probs, temperatures)])
     if weights == "learn":
-        y_val, probs = scored["val"][1], scored["val"][2]
-        keep = _labelled(y_val)
-        w = learn_weights(y_val[keep], [p[keep] for p in probs])
+        w = learn_weights(y_val[keep], [p[keep] for p in scored["val"][2]])  # on the calibrated scores
     elif weights == "mean":
         w = np.full(len(members), 1 / len(members))
     else:
