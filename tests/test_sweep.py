@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -86,6 +87,42 @@ def test_the_search_space_is_checked_first(synth_manifest, tmp_path, cli, tiny):
     assert not (tmp_path / "s").exists() or not list((tmp_path / "s").glob("trial_*"))
 
 
+ABLATIONS = """\
+data.clip_seconds: [1.0, 2.0, 5.0]
+data.pad_mode: [zeros, wrap, reflect]
+augment.time_reverse: [0.0, 0.5]
+frontend.n_mels: [32, 64, 128]
+frontend.normalize: [true, false]
+frontend.name: [logmel, logmel_mfcc]
+data.batch_size: [16, 64]
+optim.lr: {low: 3.0e-4, high: 3.0e-3, log: true}
+model.dropout: [0.0, 0.2, 0.5]
+optim.weight_decay: {low: 1.0e-4, high: 0.1, log: true}
+"""
+
+
+def test_the_ablations_users_ask_about_are_one_search_space(tmp_path):
+    """Clip length, pad mode, mirroring, n_mels, normalisation on/off, MFCC + log-mel, batch size x learning
+    rate, dropout, weight decay: all expressible; every value is checked up front, not only the first."""
+    from clipwise.config import load_config
+    from clipwise.errors import ConfigError
+    from clipwise.sweep import load_space
+
+    path = tmp_path / "ablations.yaml"
+    path.write_text(ABLATIONS)
+    space = load_space(path)
+    assert len(space) == 10
+    cfg = load_config(overrides={k: (v[-1] if isinstance(v, list) else v["high"]) for k, v in space.items()})
+    assert (cfg.data.pad_mode, cfg.frontend.name, cfg.frontend.normalize, cfg.augment.time_reverse) == (
+        "reflect", "logmel_mfcc", False, 0.5)
+    path.write_text(ABLATIONS.replace("[zeros, wrap, reflect]", "[zeros, wrap, mirror]"))
+    with pytest.raises(ConfigError, match=r"data\.pad_mode='mirror'"):
+        load_space(path)
+    path.write_text(ABLATIONS.replace("high: 0.1, log", "high: -0.1, log"))
+    with pytest.raises(ConfigError, match=r"optim\.weight_decay=-0\.1"):
+        load_space(path)
+
+
 def test_a_cross_validated_sweep_scores_each_trial_by_its_folds_mean(make_manifest, tmp_path, cli, tiny):
     manifest = make_manifest("cv4x6")
     space = tmp_path / "space.yaml"
@@ -129,6 +166,63 @@ def test_a_grid_worker_stops_rather_than_repeat_a_point_another_worker_is_runnin
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.PRUNED]
     assert study.trials[1].user_attrs["duplicate_of"] == 0
     assert not list(out.glob("trial_*"))  # nothing was trained twice
+
+
+def _fake_training(monkeypatch, fail):
+    """Replace training by a stand-in that scores n_mels / 100 and raises ``fail(values, call)`` when it returns
+    an exception; returns the list of (folder, pad_mode, n_mels) it was called with."""
+    import clipwise.train.fit as fit
+    from clipwise.run import RunFolder
+
+    calls = []
+
+    def train(cfg, out, resume=False):
+        calls.append((Path(out).name, cfg.data.pad_mode, cfg.frontend.n_mels))
+        error = fail(calls[-1][1:], len(calls))
+        if error is not None:
+            raise error
+        Path(out).mkdir(parents=True, exist_ok=True)
+        RunFolder(out).save_summary({"val": {"accuracy": cfg.frontend.n_mels / 100}})
+
+    monkeypatch.setattr(fit, "train", train)
+    return calls
+
+
+def test_a_grid_trial_stopped_by_ctrl_c_is_tried_again_and_the_grid_completes(synth_manifest, space, tmp_path,
+                                                                              cli, tiny, monkeypatch):
+    """Ctrl-C or SIGTERM ends a trial FAIL, not RUNNING; Optuna's grid counts its point as visited and stopped
+    the study with that point never run (seen: the FSDD sweep left 5 of its 12 points unrun). It is retried, in
+    its own folder, and the grid completes."""
+    calls = _fake_training(monkeypatch, lambda values, call: KeyboardInterrupt() if call == 2 else None)
+    out = tmp_path / "sweep"
+    r = _sweep(cli, synth_manifest, space, out, tiny)
+    assert r.rc != 0 and "interrupted" in r.err and len(calls) == 2
+    r = _sweep(cli, synth_manifest, space, out, tiny)
+    assert r.rc == 0, r.err
+    assert "1 trial(s) cut off earlier will be tried again" in r.out
+    assert calls[2] == calls[1]  # the same values, in the same folder
+    assert len(calls) == 5 and len(set(calls)) == 4
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert len(board) == 4 and set(zip(board["data.pad_mode"], board["frontend.n_mels"])) == {
+        ("zeros", 32), ("zeros", 48), ("wrap", 32), ("wrap", 48)}
+    r = _sweep(cli, synth_manifest, space, out, tiny)  # done: nothing trained again
+    assert r.rc == 0 and len(calls) == 5 and "cut off" not in r.out
+
+
+def test_a_trial_that_diverged_is_a_result_and_is_not_tried_again(synth_manifest, space, tmp_path, cli, tiny,
+                                                                   monkeypatch):
+    calls = _fake_training(monkeypatch, lambda values, call: FloatingPointError("training diverged")
+                           if values == ("wrap", 48) else None)
+    out = tmp_path / "sweep"
+    for _ in range(2):
+        r = _sweep(cli, synth_manifest, space, out, tiny)
+        assert r.rc == 0, r.err
+        assert "cut off" not in r.out
+    assert len(calls) == 4 and len(set(calls)) == 4  # the diverged point ran once, over both invocations
+    assert len(pd.read_csv(out / "leaderboard.csv")) == 3
+    study = optuna.load_study(study_name="clipwise", storage=f"sqlite:///{out / 'study.db'}")
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1 and "diverged" in failed[0].user_attrs["error"]
 
 
 def test_workers_that_create_the_study_together_retry_the_schema_race(tmp_path, monkeypatch):

@@ -12,14 +12,16 @@ Each trial is an ordinary run folder (``trial_<n>/``), trained with the base con
 with ``cv`` each trial is a cross-validation folder instead (one run per fold, as ``clipwise cv``), scored by
 the mean over its folds, so a protocol such as leave-one-speaker-out can choose the settings. The objective is
 a *validation* score (the test split is reported beside it, never used to choose). The study lives in
-``study.db`` (SQLite) in the sweep folder: re-running the same command continues it, a trial cut off by a
-killed process is failed and its values are tried again in the same folder (an interrupted run resumes from
-its last checkpoint, a CV trial keeps its finished folds), and several processes (or machines sharing the file
+``study.db`` (SQLite) in the sweep folder: re-running the same command continues it, a trial cut off (a killed
+process, Ctrl-C, SIGTERM, a crash) is tried again with its values in the same folder (an interrupted run resumes
+from its last checkpoint, a CV trial keeps its finished folds), while one that failed on its own (a diverged run)
+is kept as a result, and several processes (or machines sharing the file
 system) can work on one study at once. The leaderboard (markdown and CSV) is rewritten after every trial.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -58,8 +60,12 @@ def load_space(path: str | os.PathLike) -> dict[str, Any]:
                                   f"got {sorted(dom)}")
         elif not isinstance(dom, list) or not dom:
             raise ConfigError(f"search space key {key!r} must be a non-empty list or a {{low, high}} range")
-        first = dom["low"] if isinstance(dom, dict) else dom[0]
-        load_config(overrides={key: first})  # an unknown key or a wrong type is an error now, not in trial 7
+        # every value (both ends of a range) is checked now: an unknown key or a bad value fails here, not in trial 7
+        for value in ([dom["low"], dom["high"]] if isinstance(dom, dict) else dom):
+            try:
+                load_config(overrides={key: value})
+            except ConfigError as e:
+                raise ConfigError(f"search space {p}: {key}={value!r} is not a valid setting: {e}") from None
     return space
 
 
@@ -90,6 +96,20 @@ def _grid(space: dict[str, Any]) -> dict[str, list]:
                 for c in d] for k, d in space.items()}
 
 
+def _grid_sampler_class():
+    import optuna
+
+    class _Grid(optuna.samplers.GridSampler):
+        """Optuna's grid sampler, which stops the study once every point has been tried, even when tries failed;
+        this one waits until the queued retries of cut-off trials have run too."""
+
+        def after_trial(self, study, trial, state, values) -> None:
+            if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+                super().after_trial(study, trial, state, values)
+
+    return _Grid
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -100,19 +120,62 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _fail_dead_trials(study) -> int:
-    """Fail RUNNING trials whose process (on this machine) is gone, and queue their values again."""
+def _revive_cut_off_trials(study, out: Path) -> int:
+    """Queue again, in their own folders, the values of trials that were cut off rather than finished.
+
+    Cut off: RUNNING on this machine under a process that is gone (killed), or FAIL without an error of its own
+    (stopped by Ctrl-C or SIGTERM, or crashed). A trial that failed on its own (a diverged run, a setting the
+    model refuses: ``error`` set) is a result and is not retried. Values that are done, running or queued are
+    not queued twice; workers starting together take turns through a lock file.
+    """
     import optuna
 
+    S = optuna.trial.TrialState
     host = socket.gethostname()
-    revived = 0
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if t.user_attrs.get("host") == host and not _alive(int(t.user_attrs.get("pid", -1))):
-            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+    with _locked(out / "study.lock"):
+        trials = study.get_trials(deepcopy=False)
+        for t in trials:
+            if t.state == S.RUNNING and t.user_attrs.get("host") == host \
+                    and not _alive(int(t.user_attrs.get("pid", -1))):
+                study._storage.set_trial_state_values(t._trial_id, S.FAIL)
+        trials = study.get_trials(deepcopy=False)
+        retried = {t.user_attrs.get("retry_of") for t in trials}
+        taken = [t.params for t in trials if t.state in (S.COMPLETE, S.RUNNING, S.WAITING)]
+        revived = 0
+        for t in trials:
+            if t.state != S.FAIL or "error" in t.user_attrs or not t.params or t.number in retried \
+                    or t.params in taken:
+                continue
             retry = {"retry_of": t.number, **({"run": t.user_attrs["run"]} if "run" in t.user_attrs else {})}
             study.enqueue_trial(t.params, user_attrs=retry, skip_if_exists=False)
+            taken.append(t.params)
             revived += 1
     return revived
+
+
+def _is_result_or_running(trial) -> bool:
+    """Finished with a score, failed on its own (a diverged run: a result too), or still running."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    return trial.state in (S.COMPLETE, S.RUNNING) or (trial.state == S.FAIL and "error" in trial.user_attrs)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path`` (POSIX; elsewhere, no lock: workers may then queue a retry twice, and the
+    second copy is skipped when it meets the first)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _mean_score(summaries: list[dict[str, Any]], split: str, metric: str) -> float | None:
@@ -152,7 +215,7 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
     direction = "minimize" if "loss" in metric else "maximize"
     if sampler == "grid":
         grid = _grid(space)
-        chosen = optuna.samplers.GridSampler(grid, seed=seed)
+        chosen = _grid_sampler_class()(grid, seed=seed)
         size = 1
         for v in grid.values():
             size *= len(v)
@@ -172,7 +235,7 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
     if study.user_attrs.get("cv", cv) != cv:
         raise ConfigError(f"{out} holds a sweep with cv={study.user_attrs['cv']}; use the same --cv or another --out")
     study.set_user_attr("cv", cv)
-    revived = _fail_dead_trials(study)
+    revived = _revive_cut_off_trials(study, out)
     if revived:
         print(f"{revived} trial(s) cut off earlier will be tried again", flush=True)
     fit = train_classical if is_classical(config.model.name) else train
@@ -181,21 +244,30 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         values = _suggest(trial, space)
-        if sampler == "grid":
+        retry = "retry_of" in trial.user_attrs
+        if sampler == "grid" or retry:
             # with several workers, Optuna's grid hands out a point another worker is still running once every
-            # point has been started: this worker's work is done, so it stops instead of repeating that trial
-            twins = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,
-                                                                              optuna.trial.TrialState.COMPLETE))
-                     if t.number != trial.number and t.params == trial.params]
+            # point has been started: this worker's work is done, so it stops instead of repeating that trial.
+            # A retry queued twice (workers without a lock) is skipped and the worker goes on.
+            twins = [t.number for t in study.get_trials(deepcopy=False) if t.number != trial.number
+                     and t.params == trial.params and _is_result_or_running(t)]
             if twins:
                 trial.set_user_attr("duplicate_of", twins[0])
-                study.stop()
-                raise optuna.TrialPruned(f"grid point of trial {twins[0]}, which is finished or still running")
+                if not retry:
+                    study.stop()
+                raise optuna.TrialPruned(f"values of trial {twins[0]}, which is finished or still running")
         cfg = load_config(base=config.to_dict(), overrides=values)
         # a retried trial continues in the folder of the one that was cut off
         run_dir = out / trial.user_attrs.get("run", f"trial_{trial.number:03d}")
         trial.set_user_attr("run", run_dir.name)
         print(f"trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in values.items()), flush=True)
+        try:
+            return _score(trial, cfg, run_dir)
+        except (ConfigError, FloatingPointError) as e:  # a result of these values: not retried on a re-run
+            trial.set_user_attr("error", str(e)[:1000])
+            raise
+
+    def _score(trial, cfg: Config, run_dir: Path) -> float:
         if cv is not None:
             cross_validate(cfg, out=run_dir, folds=cv or None)
             summaries = [json.loads(f.read_text()) for f in sorted(run_dir.glob("fold*/summary.json"))]
