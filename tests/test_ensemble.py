@@ -121,11 +121,16 @@ def test_calibrated_weights_keep_an_under_confident_member_that_raw_log_loss_dro
     mix = sum(w * temper(RunFolder(m.root).load_predictions("test")[1], t)
               for m, w, t in zip((a, b), cal_spec["weights"], cal_spec["temperatures"]))
     np.testing.assert_allclose(saved, mix, atol=1e-5)
-    # calibrating needs labelled validation predictions
-    for m in (a, b):
-        m.predictions_path("val").unlink()
+    # calibrating and learning weights need labelled validation predictions: missing, or without labels
     from clipwise.errors import ConfigError
 
+    for m in (a, b):
+        frame, probs, _ = m.load_predictions("val")
+        m.save_predictions("val", list(frame["path"]), None, probs)
+    with pytest.raises(ConfigError, match="learning weights needs .* labelled predictions_val.csv.*--weights mean"):
+        build_ensemble([a.root, b.root], tmp_path / "unlabelled", calibrate=False)
+    for m in (a, b):
+        m.predictions_path("val").unlink()
     with pytest.raises(ConfigError, match="calibrat.*predictions_val.csv.*--calibrate off"):
         build_ensemble([a.root, b.root], tmp_path / "none", weights="mean", calibrate=True)
 

@@ -205,6 +205,9 @@ def test_a_grid_trial_stopped_by_ctrl_c_is_tried_again_and_the_grid_completes(sy
     board = pd.read_csv(out / "leaderboard.csv")
     assert len(board) == 4 and set(zip(board["data.pad_mode"], board["frontend.n_mels"])) == {
         ("zeros", 32), ("zeros", 48), ("wrap", 32), ("wrap", 48)}
+    assert sorted(board["attempts"]) == [1, 1, 1, 2]
+    assert board.loc[board["attempts"] == 2, "run"].item() == calls[1][0]
+    assert "4 finished trials, 1 attempt cut off" in (out / "leaderboard.md").read_text()
     r = _sweep(cli, synth_manifest, space, out, tiny)  # done: nothing trained again
     assert r.rc == 0 and len(calls) == 5 and "cut off" not in r.out
 
@@ -223,6 +226,7 @@ def test_a_trial_that_diverged_is_a_result_and_is_not_tried_again(synth_manifest
     study = optuna.load_study(study_name="clipwise", storage=f"sqlite:///{out / 'study.db'}")
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed) == 1 and "diverged" in failed[0].user_attrs["error"]
+    assert "3 finished trials, 1 failed on its own)" in (out / "leaderboard.md").read_text()
 
 
 def test_workers_that_create_the_study_together_retry_the_schema_race(tmp_path, monkeypatch):

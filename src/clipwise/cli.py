@@ -323,11 +323,12 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from clipwise.ensemble import build_ensemble
+    from clipwise.run import RunFolder
 
     calibrate = {"auto": None, "on": True, "off": False}[args.calibrate]
     out = build_ensemble(args.runs, args.out, weights=args.weights, calibrate=calibrate)
     summary = json.loads((out / "summary.json").read_text())
-    spec = json.loads((out / "ensemble.json").read_text())
+    spec = json.loads(RunFolder(out).ensemble_path.read_text())
     print(f"ensemble folder: {out}")
     for name, w, t in zip(spec["names"], spec["weights"], spec["temperatures"]):
         scores = summary["members"].get(name, {})

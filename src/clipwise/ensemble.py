@@ -35,9 +35,8 @@ import numpy as np
 from clipwise.errors import ConfigError, RunError
 from clipwise.evaluate.metrics import LOG_LOSS_EPS
 from clipwise.infer.scoring import Scoring
-from clipwise.run import RunFolder
+from clipwise.run import ENSEMBLE_FILE, RunFolder
 
-ENSEMBLE_FILE = "ensemble.json"
 MEMBERS_DIR = "members"
 
 
@@ -183,8 +182,8 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
                 raise ConfigError(f"{m.root} scored other {split} clips than {members[0].root}: train the members "
                                   "on the same manifest and split (same --test-fold, seed and val settings)")
         scored[split] = (paths, loaded[0][2], [p for _, p, _ in loaded])
-    if "val" not in scored and weights == "learn":
-        raise ConfigError("learning weights needs every member's predictions_val.csv; use --weights mean")
+    if weights == "learn" and ("val" not in scored or scored["val"][1] is None):
+        raise ConfigError("learning weights needs every member's labelled predictions_val.csv; use --weights mean")
     calibrate = weights == "learn" if calibrate is None else calibrate
     if calibrate and ("val" not in scored or scored["val"][1] is None):
         raise ConfigError("calibrating the members needs every member's labelled predictions_val.csv; use "

@@ -32,6 +32,7 @@ from clipwise.errors import ConfigError, RunError
 #: Significant digits kept for floats in summary.json and metrics.csv.
 FLOAT_DIGITS = 6
 PROB_PREFIX = "p:"
+ENSEMBLE_FILE = "ensemble.json"  # its members, weights and temperatures (clipwise.ensemble)
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _REWRITE = "re-run `clipwise train --out <this folder>` to write it again"
 
@@ -142,6 +143,11 @@ class RunFolder:
     @property
     def config_path(self) -> Path:
         return self.root / "config.yaml"
+
+    @property
+    def ensemble_path(self) -> Path:
+        """ensemble.json: present only in an ensemble's folder."""
+        return self.root / ENSEMBLE_FILE
 
     @property
     def labels_path(self) -> Path:

@@ -318,30 +318,52 @@ def _open_storage(path: Path, *, attempts: int = 5):
 
 
 def write_leaderboard(study, out: Path) -> pd.DataFrame:
-    """leaderboard.csv and leaderboard.md of the finished trials, best validation score first."""
+    """leaderboard.csv and leaderboard.md of the finished trials, best validation score first.
+
+    ``attempts`` counts a trial that was cut off and retried once per attempt; ``minutes`` is the wall time of
+    the attempt that finished it (a resumed run or CV goes on from what earlier attempts kept).
+    """
     import optuna
 
+    S = optuna.trial.TrialState
     metric = study.user_attrs.get("metric", "accuracy")
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
     rows = []
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    for t in trials:
+        if t.state != S.COMPLETE:
+            continue
+        attempts, earlier = 1, t.user_attrs.get("retry_of")
+        while earlier in by_number:
+            attempts, earlier = attempts + 1, by_number[earlier].user_attrs.get("retry_of")
         rows.append({"trial": t.number, "run": t.user_attrs.get("run"), f"val_{metric}": t.value,
                      f"test_{metric}": t.user_attrs.get(f"test_{metric}"),
                      f"train_clean_{metric}": t.user_attrs.get(f"train_clean_{metric}"),
                      **({"folds": t.user_attrs["folds"]} if "folds" in t.user_attrs else {}),
+                     "attempts": attempts,
                      "minutes": round((t.duration.total_seconds() if t.duration else 0) / 60, 2), **t.params})
     frame = pd.DataFrame(rows)
     if len(frame):
         frame = frame.sort_values(f"val_{metric}", ascending=study.direction.name == "MINIMIZE", kind="stable")
     atomic_write_text(out / "leaderboard.csv", frame.to_csv(index=False))
-    failed = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
-    lines = [f"# Sweep leaderboard ({len(frame)} finished trials, {failed} failed)", "",
+    failed = [t for t in trials if t.state == S.FAIL]
+    own = sum("error" in t.user_attrs for t in failed)
+    cut = len(failed) - own
+    counts = f"{len(frame)} finished trial{'s' * (len(frame) != 1)}" + (
+        f", {own} failed on {'their' if own > 1 else 'its'} own" if own else "") + (
+        f", {cut} attempt{'s' * (cut != 1)} cut off" if cut else "")
+    lines = [f"# Sweep leaderboard ({counts})", "",
              f"Ranked by validation {metric}; the test column is reported, never used to choose."
              + (" Each trial is a cross-validation: its scores are means over its folds." if study.user_attrs.get("cv")
-                is not None else ""), ""]
+                is not None else "")
+             + " `minutes` is the wall time of the attempt that finished a trial.", ""]
     if len(frame):
         cols = list(frame.columns)
+        scores = {f"{split}_{metric}" for split in ("val", "test", "train_clean")}
         lines += ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
         for _, r in frame.iterrows():
-            lines.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r) + " |")
+            lines.append("| " + " | ".join(
+                (f"{v:.4f}" if c in scores else f"{v:g}") if isinstance(v, float) else str(v)
+                for c, v in r.items()) + " |")
     atomic_write_text(out / "leaderboard.md", "\n".join(lines) + "\n")
     return frame.reset_index(drop=True)

@@ -223,9 +223,9 @@ def load_facts(run: RunFolder) -> RunFacts:
     if run.leakage_path.exists():
         facts.leakage = json.loads(run.leakage_path.read_text())
         facts.sources.append("leakage.json")
-    if (run.root / "ensemble.json").exists():
-        facts.ensemble = json.loads((run.root / "ensemble.json").read_text())
-        facts.sources.append("ensemble.json")
+    if run.ensemble_path.exists():
+        facts.ensemble = json.loads(run.ensemble_path.read_text())
+        facts.sources.append(run.ensemble_path.name)
     for split in ("test", "val"):
         if run.predictions_path(split).exists():
             frame, probs, y_true = run.load_predictions(split)

@@ -14,6 +14,7 @@ from clipwise.data.dataset import AudioStore, WindowDataset, aggregate_windows, 
 from clipwise.errors import AudioError, RunError
 from clipwise.infer.scoring import Scoring
 from clipwise.models.classifier import AudioClassifier
+from clipwise.run import RunFolder
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus", ".m4a")
 
@@ -68,7 +69,7 @@ class Predictor(Scoring):
             RunError: no such run folder or checkpoint.
         """
         path = Path(run_dir)
-        if path.is_dir() and (path / "ensemble.json").is_file():
+        if path.is_dir() and RunFolder(path).ensemble_path.is_file():
             from clipwise.ensemble import EnsemblePredictor
 
             return EnsemblePredictor(path)  # type: ignore[return-value]  # the same interface
