@@ -44,6 +44,7 @@ def test_a_grid_sweep_resumes_after_an_interruption(synth_manifest, space, tmp_p
     row = board[board["trial"] == 3].iloc[0]
     assert (cfg["data"]["pad_mode"], cfg["frontend"]["n_mels"]) == (row["data.pad_mode"], row["frontend.n_mels"])
     assert board["val_accuracy"].is_monotonic_decreasing
+    assert list(board["epochs"]) == [1.0] * 4 and list(board["attempts"]) == [1] * 4
     assert "Ranked by validation accuracy" in (out / "leaderboard.md").read_text()
 
 
@@ -138,6 +139,7 @@ def test_a_cross_validated_sweep_scores_each_trial_by_its_folds_mean(make_manife
         assert len(folds) == 3
         assert row["val_accuracy"] == pytest.approx(sum(f["val"]["accuracy"] for f in folds) / 3)
         assert row["test_accuracy"] == pytest.approx(sum(f["test"]["accuracy"] for f in folds) / 3)
+        assert row["epochs"] == pytest.approx(sum(f["epochs_run"] for f in folds) / 3)
         assert (out / row["run"] / "cv_summary.json").is_file()
     assert "means over its folds" in (out / "leaderboard.md").read_text()
     # the study remembers its protocol: continuing it without --cv is refused rather than mixing the two

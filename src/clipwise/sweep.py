@@ -317,11 +317,21 @@ def _open_storage(path: Path, *, attempts: int = 5):
     raise AssertionError("unreachable")
 
 
+def _mean_epochs(run_dir: Path) -> float | None:
+    """Epochs trained by a trial's run, or the mean over its CV folds (a time budget makes it differ)."""
+    epochs = []
+    for f in sorted(run_dir.glob("fold*/summary.json")) or [run_dir / "summary.json"]:
+        if f.is_file() and json.loads(f.read_text()).get("epochs_run") is not None:
+            epochs.append(json.loads(f.read_text())["epochs_run"])
+    return round(float(sum(epochs) / len(epochs)), 1) if epochs else None
+
+
 def write_leaderboard(study, out: Path) -> pd.DataFrame:
     """leaderboard.csv and leaderboard.md of the finished trials, best validation score first.
 
-    ``attempts`` counts a trial that was cut off and retried once per attempt; ``minutes`` is the wall time of
-    the attempt that finished it (a resumed run or CV goes on from what earlier attempts kept).
+    ``epochs`` is what the trial trained (a mean over CV folds; under ``train.max_minutes`` settings that cost more
+    compute get fewer). ``attempts`` counts a trial that was cut off and retried once per attempt; ``minutes`` is
+    the wall time of the attempt that finished it (a resumed run or CV goes on from what earlier attempts kept).
     """
     import optuna
 
@@ -340,7 +350,7 @@ def write_leaderboard(study, out: Path) -> pd.DataFrame:
                      f"test_{metric}": t.user_attrs.get(f"test_{metric}"),
                      f"train_clean_{metric}": t.user_attrs.get(f"train_clean_{metric}"),
                      **({"folds": t.user_attrs["folds"]} if "folds" in t.user_attrs else {}),
-                     "attempts": attempts,
+                     "epochs": _mean_epochs(out / t.user_attrs.get("run", "")), "attempts": attempts,
                      "minutes": round((t.duration.total_seconds() if t.duration else 0) / 60, 2), **t.params})
     frame = pd.DataFrame(rows)
     if len(frame):
