@@ -15,8 +15,8 @@ a *validation* score (the test split is reported beside it, never used to choose
 ``study.db`` (SQLite) in the sweep folder: re-running the same command continues it, a trial cut off (a killed
 process, Ctrl-C, SIGTERM, a crash) is tried again with its values in the same folder (an interrupted run resumes
 from its last checkpoint, a CV trial keeps its finished folds), while one that failed on its own (a diverged run)
-is kept as a result, and several processes (or machines sharing the file
-system) can work on one study at once. The leaderboard (markdown and CSV) is rewritten after every trial.
+is kept as a result, and several processes (or machines sharing the file system) can work on one study at once.
+The leaderboard (markdown and CSV) is rewritten after every trial.
 """
 
 from __future__ import annotations
@@ -319,10 +319,8 @@ def _open_storage(path: Path, *, attempts: int = 5):
 
 def _mean_epochs(run_dir: Path) -> float | None:
     """Epochs trained by a trial's run, or the mean over its CV folds (a time budget makes it differ)."""
-    epochs = []
-    for f in sorted(run_dir.glob("fold*/summary.json")) or [run_dir / "summary.json"]:
-        if f.is_file() and json.loads(f.read_text()).get("epochs_run") is not None:
-            epochs.append(json.loads(f.read_text())["epochs_run"])
+    files = [f for f in sorted(run_dir.glob("fold*/summary.json")) or [run_dir / "summary.json"] if f.is_file()]
+    epochs = [e for e in (json.loads(f.read_text()).get("epochs_run") for f in files) if e is not None]
     return round(float(sum(epochs) / len(epochs)), 1) if epochs else None
 
 
