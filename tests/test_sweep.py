@@ -214,6 +214,40 @@ def test_a_grid_trial_stopped_by_ctrl_c_is_tried_again_and_the_grid_completes(sy
     assert r.rc == 0 and len(calls) == 5 and "cut off" not in r.out
 
 
+def test_a_trial_whose_heartbeat_went_silent_on_another_machine_is_tried_again(synth_manifest, space, tmp_path,
+                                                                               cli, tiny, monkeypatch):
+    """A worker on another machine sharing the study dies: its pid means nothing here, but its trial stops
+    beating; once the grace period is over, the next worker fails it and queues its values in its folder."""
+    import time
+
+    from clipwise import sweep
+
+    monkeypatch.setattr(sweep, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(sweep, "GRACE_SECONDS", 1)
+    calls = _fake_training(monkeypatch, lambda values, call: None)
+    out = tmp_path / "sweep"
+    out.mkdir()
+    storage = sweep._open_storage(out / "study.db")
+    study = optuna.create_study(study_name="clipwise", storage=storage, direction="maximize")
+    trial = study.ask({"data.pad_mode": optuna.distributions.CategoricalDistribution(["zeros", "wrap"]),
+                       "frontend.n_mels": optuna.distributions.CategoricalDistribution([32, 48])})
+    for key, value in {"host": "elsewhere", "pid": 1, "run": "trial_000"}.items():
+        trial.set_user_attr(key, value)
+    storage.record_heartbeat(trial._trial_id)
+    params = trial.params
+    assert sweep._revive_cut_off_trials(study, out) == 0  # still beating, maybe still working: left alone
+    assert study.trials[0].state == optuna.trial.TrialState.RUNNING
+    time.sleep(2.5)
+    r = _sweep(cli, synth_manifest, space, out, tiny, "--trials", "1", "--sampler", "random")
+    assert r.rc == 0, r.err
+    assert "1 trial(s) cut off earlier will be tried again" in r.out
+    study = optuna.load_study(study_name="clipwise", storage=f"sqlite:///{out / 'study.db'}")
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
+    assert [t.user_attrs.get("retry_of") for t in study.trials] == [None, 0]
+    assert study.trials[1].state == optuna.trial.TrialState.COMPLETE and study.trials[1].params == params
+    assert calls == [("trial_000", *params.values())]
+
+
 def test_a_trial_that_diverged_is_a_result_and_is_not_tried_again(synth_manifest, space, tmp_path, cli, tiny,
                                                                    monkeypatch):
     calls = _fake_training(monkeypatch, lambda values, call: FloatingPointError("training diverged")

@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,10 @@ from clipwise.errors import ConfigError
 from clipwise.run import RunFolder, atomic_write_text
 
 SAMPLERS = ("grid", "random", "tpe")
+# every running trial records a heartbeat in study.db; one silent for GRACE_SECONDS (its process or machine died)
+# is failed by the next worker to look and its values are queued again, on whichever machine runs that worker
+HEARTBEAT_SECONDS = 60
+GRACE_SECONDS = 300
 
 
 def load_space(path: str | os.PathLike) -> dict[str, Any]:
@@ -121,36 +126,51 @@ def _alive(pid: int) -> bool:
 
 
 def _revive_cut_off_trials(study, out: Path) -> int:
-    """Queue again, in their own folders, the values of trials that were cut off rather than finished.
+    """Queue again, in their own folders, the values of trials that were cut off rather than finished; returns
+    how many retries wait.
 
-    Cut off: RUNNING on this machine under a process that is gone (killed), or FAIL without an error of its own
-    (stopped by Ctrl-C or SIGTERM, or crashed). A trial that failed on its own (a diverged run, a setting the
-    model refuses: ``error`` set) is a result and is not retried. Values that are done, running or queued are
-    not queued twice; workers starting together take turns through a lock file.
+    Cut off: RUNNING on this machine under a process that is gone (killed), RUNNING with a heartbeat silent for
+    :data:`GRACE_SECONDS` (on any machine), or FAIL without an error of its own (stopped by Ctrl-C or SIGTERM, or
+    crashed). A trial that failed on its own (a diverged run, a setting the model refuses: ``error`` set) is a
+    result and is not retried. Values that are done, running or queued are not queued twice; workers starting
+    together take turns through a lock file.
     """
     import optuna
 
     S = optuna.trial.TrialState
     host = socket.gethostname()
     with _locked(out / "study.lock"):
-        trials = study.get_trials(deepcopy=False)
-        for t in trials:
-            if t.state == S.RUNNING and t.user_attrs.get("host") == host \
-                    and not _alive(int(t.user_attrs.get("pid", -1))):
-                study._storage.set_trial_state_values(t._trial_id, S.FAIL)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # silent heartbeats, any machine (queued by _queue_retry)
+        for t in study.get_trials(deepcopy=False, states=(S.RUNNING,)):
+            if t.user_attrs.get("host") == host and not _alive(int(t.user_attrs.get("pid", -1))):
+                study._storage.set_trial_state_values(t._trial_id, S.FAIL)  # killed here: no need to wait
         trials = study.get_trials(deepcopy=False)
         retried = {t.user_attrs.get("retry_of") for t in trials}
-        taken = [t.params for t in trials if t.state in (S.COMPLETE, S.RUNNING, S.WAITING)]
-        revived = 0
         for t in trials:
-            if t.state != S.FAIL or "error" in t.user_attrs or not t.params or t.number in retried \
-                    or t.params in taken:
-                continue
-            retry = {"retry_of": t.number, **({"run": t.user_attrs["run"]} if "run" in t.user_attrs else {})}
-            study.enqueue_trial(t.params, user_attrs=retry, skip_if_exists=False)
-            taken.append(t.params)
-            revived += 1
-    return revived
+            if t.state == S.FAIL and t.number not in retried:
+                _queue_retry(study, t)
+        queued = [t for t in study.get_trials(deepcopy=False, states=(S.WAITING,)) if "retry_of" in t.user_attrs]
+        return len(queued)
+
+
+def _queue_retry(study, trial) -> bool:
+    """Queue a failed trial's values again, in its folder, unless it failed on its own (``error``), has no values,
+    was retried already, or its values are done, running or queued. Returns whether it was queued."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    if "error" in trial.user_attrs or not trial.params:
+        return False
+    others = study.get_trials(deepcopy=False)
+    if any(t.user_attrs.get("retry_of") == trial.number or (t.params == trial.params and
+                                                             t.state in (S.COMPLETE, S.RUNNING, S.WAITING))
+           for t in others):
+        return False
+    retry = {"retry_of": trial.number, **({"run": trial.user_attrs["run"]} if "run" in trial.user_attrs else {})}
+    study.enqueue_trial(trial.params, user_attrs=retry, skip_if_exists=False)
+    return True
 
 
 def _is_result_or_running(trial) -> bool:
@@ -309,7 +329,12 @@ def _open_storage(path: Path, *, attempts: int = 5):
 
     for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 60}})
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9 (2021)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 60}},
+                    heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                    heartbeat_stale_trial_callback=_queue_retry)
         except (IntegrityError, OperationalError):
             if attempt == attempts - 1:
                 raise
