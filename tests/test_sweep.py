@@ -292,3 +292,26 @@ def test_workers_that_create_the_study_together_retry_the_schema_race(tmp_path, 
     monkeypatch.setattr(optuna.storages, "RDBStorage", always)
     with pytest.raises(IntegrityError):
         sweep._open_storage(tmp_path / "other.db", attempts=2)
+
+
+def test_a_multilabel_sweep_optimises_lwlrap_without_being_told(make_manifest, tmp_path, cli, tiny):
+    """train.monitor=auto means lwlrap for a multi-label manifest; the sweep used to optimise accuracy, which a
+    multi-label run does not have, and every trial failed."""
+    from clipwise.data.manifest import read_manifest
+    from clipwise.data.mixtures import make_mixtures
+
+    src = make_manifest("ml4x6", classes=("tone", "white_noise", "click_train", "chirp_up"), n_per_class=6,
+                        duration_seconds=0.5)
+    mixtures = make_mixtures(read_manifest(src), tmp_path / "mix", n_per_side={"train": 24, "val": 8, "test": 8},
+                             seed=0)
+    space = tmp_path / "space.yaml"
+    space.write_text("data.pad_mode: [zeros, wrap]\n")
+    out = tmp_path / "sweep"
+    r = cli("sweep", "--data", mixtures, "--space", space, "--out", out, "--sampler", "grid", "--epochs", "1", *tiny)
+    assert r.rc == 0, r.err
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert len(board) == 2 and {"val_lwlrap", "test_lwlrap"} <= set(board.columns)
+    for _, row in board.iterrows():
+        summary = pd.read_json(out / row["run"] / "summary.json", typ="series")
+        assert row["val_lwlrap"] == pytest.approx(summary["val"]["lwlrap"])
+    assert "Ranked by validation lwlrap" in (out / "leaderboard.md").read_text()

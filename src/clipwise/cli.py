@@ -461,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="sweep folder (study.db, trial_<n>/, leaderboard); re-run to continue")
     s.add_argument("--trials", type=int, help="finished trials to reach (default: the grid size, or 20)")
     s.add_argument("--sampler", default="tpe", choices=["grid", "random", "tpe"])
-    s.add_argument("--metric", help="validation metric to optimise (default: the config's monitor)")
+    s.add_argument("--metric", help="validation metric to optimise (default: the config's monitor; with auto, "
+                   "accuracy, or lwlrap for multi-label data)")
     s.add_argument("--seed", type=int, default=0, help="sampler seed")
     s.add_argument("--test-fold", type=int, help="with a fold column: the fold used as test set")
     s.add_argument("--cv", nargs="?", type=_fold_count, const=0, metavar="K", help="cross-validate every trial (the "

@@ -215,7 +215,8 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
         out: the sweep folder (study.db, trial_<n>/, leaderboard.md / .csv).
         trials: completed trials to reach (default: the grid's size for ``grid``, else 20).
         sampler: ``grid``, ``random`` or ``tpe``.
-        metric: validation metric to optimise (default: the config's monitor).
+        metric: validation metric to optimise (default: the config's monitor; with ``auto``, accuracy or lwlrap
+            as the first trial's data decide).
         seed: the sampler's seed.
         cv: cross-validate every trial: 0 = the manifest's fold column (or 5 grouped folds without one), K > 0 =
             K grouped folds; None = one run per trial.
@@ -230,9 +231,11 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
         raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    metric = (metric or (config.train.monitor if config.train.monitor != "auto" else "val_accuracy"))
-    metric = metric.removeprefix("val_")
-    direction = "minimize" if "loss" in metric else "maximize"
+    # train.monitor=auto means accuracy or lwlrap as the data decide (multi-label or not): then the first trial's
+    # resolved monitor names the metric, and the study keeps it (both maximise, so the direction is known now)
+    metric = metric or (config.train.monitor if config.train.monitor != "auto" else None)
+    metric = metric.removeprefix("val_") if metric else None
+    direction = "minimize" if metric and "loss" in metric else "maximize"
     if sampler == "grid":
         grid = _grid(space)
         chosen = _grid_sampler_class()(grid, seed=seed)
@@ -251,7 +254,9 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
     if stored is not None and stored != json.loads(json.dumps(space)):
         raise ConfigError(f"{out} holds a sweep over another search space; use another --out")
     study.set_user_attr("space", json.loads(json.dumps(space)))
-    study.set_user_attr("metric", metric)
+    metric = metric or study.user_attrs.get("metric")
+    if metric:
+        study.set_user_attr("metric", metric)
     if study.user_attrs.get("cv", cv) != cv:
         raise ConfigError(f"{out} holds a sweep with cv={study.user_attrs['cv']}; use the same --cv or another --out")
     study.set_user_attr("cv", cv)
@@ -299,6 +304,11 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
             elif not run.summary_path.is_file():
                 fit(cfg, out=run_dir)
             summaries = [run.load_summary()]
+        nonlocal metric
+        if metric is None:
+            metric = (summaries[0].get("monitor") or "val_accuracy").removeprefix("val_") if summaries else None
+            if metric:
+                study.set_user_attr("metric", metric)
         for split in ("test", "train_clean"):
             value = _mean_score(summaries, split, metric)
             if value is not None:
