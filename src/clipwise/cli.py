@@ -162,7 +162,10 @@ def cmd_cv(args: argparse.Namespace) -> int:
     root = cross_validate(config, out=args.out, folds=args.folds, only=only)
     summary = json.loads((root / "cv_summary.json").read_text())
     print(f"\ncross-validation folder: {root}")
-    for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+    multi = summary.get("task") == "multilabel"
+    for key in ("lwlrap", "mAP", "macro_f1") if multi else ("accuracy", "balanced_accuracy", "macro_f1"):
+        if key not in summary["mean"]:
+            continue
         m = summary["mean"][key]
         print(f"  {key:18s} {m['mean']:.4f} ± {m['std']:.4f}  95 % interval [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"
               f"  ({m['n']} folds)")

@@ -110,3 +110,38 @@ def test_a_setting_after_a_bare_cv_is_explained_not_taken_for_a_fold_count(comma
         with pytest.raises(SystemExit) as e:
             main([command, "--data", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o"), "--cv", bad])
         assert e.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_a_multilabel_cross_validation_reports_lwlrap(make_manifest, tmp_path, cli, tiny):
+    """Multi-label folds are summarised by lwlrap / mAP (per fold, mean and interval, pooled out-of-fold) and a
+    per-class AP table; the report used to assume single-label predictions and `clipwise cv` failed after
+    training every fold."""
+    from clipwise.data.manifest import read_manifest
+    from clipwise.data.mixtures import make_mixtures
+    from clipwise.evaluate.multilabel import lwlrap
+    from clipwise.run import RunFolder
+
+    src = make_manifest("ml4x6", classes=("tone", "white_noise", "click_train", "chirp_up"), n_per_class=6,
+                        duration_seconds=0.5)
+    mixtures = make_mixtures(read_manifest(src), tmp_path / "mix", n_per_side={"train": 24, "val": 8, "test": 8},
+                             seed=0)
+    out = tmp_path / "cv"
+    r = cli("cv", "--data", mixtures, "--folds", "3", "--allow-leakage", "--out", out, "--epochs", "1", *tiny)
+    assert r.rc == 0, r.err
+    assert "lwlrap" in r.out and "accuracy" not in r.out
+    summary = json.loads((out / "cv_summary.json").read_text())
+    assert summary["metric"] == "lwlrap"
+    folds = {k: RunFolder(out / f"fold{k}").load_summary() for k in (1, 2, 3)}
+    assert summary["mean"]["lwlrap"]["mean"] == pytest.approx(np.mean([s["test"]["lwlrap"] for s in folds.values()]))
+    assert {"lwlrap", "mAP", "macro_f1", "micro_f1", "loss"} <= set(summary["mean"])
+    assert summary["folds"]["1"]["val_lwlrap"] == pytest.approx(folds[1]["val"]["lwlrap"])
+    # pooled: the out-of-fold predictions of all folds, ranked together
+    parts = [RunFolder(out / f"fold{k}").load_predictions("test") for k in (1, 2, 3)]
+    y = np.concatenate([p[2] for p in parts])
+    probs = np.concatenate([p[1] for p in parts])
+    assert summary["pooled"]["n"] == len(y) == sum(s["test"]["n"] for s in folds.values())
+    assert summary["pooled"]["lwlrap"] == pytest.approx(lwlrap(y, probs), abs=1e-6)
+    report = (out / "report.md").read_text()
+    assert "| fold | lwlrap | mAP |" in report and "| class | AP | positives |" in report
+    assert "confusion" not in report.lower() and "Prior baseline" in report
+    assert (out / "figures" / "folds.png").is_file()

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from clipwise.errors import RunError
 from clipwise.evaluate._notes import automatic_notes, fmt
 from clipwise.evaluate.html import write_html
+from clipwise.evaluate.multilabel import lwlrap, per_class_average_precision
 from clipwise.evaluate.metrics import (
     classification_metrics,
     confusion,
@@ -32,6 +33,8 @@ from clipwise.run import PROB_PREFIX, RunFolder, atomic_write_text, to_jsonable
 
 SCORES = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
           ("top5_accuracy", "top-5"), ("loss", "loss"))
+MULTILABEL_SCORES = (("lwlrap", "lwlrap"), ("mAP", "mAP"), ("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"),
+                     ("loss", "loss"))
 _FOLD_DIR = re.compile(r"^fold(\d+)$")
 
 
@@ -45,8 +48,10 @@ def fold_runs(root: str | os.PathLike) -> dict[int, RunFolder]:
     return dict(sorted(out.items()))
 
 
-def _pooled_predictions(runs: dict[int, RunFolder]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
-    """Every fold's test predictions in one frame, probabilities aligned on the union of the folds' labels."""
+def _pooled_predictions(runs: dict[int, RunFolder], *, multi_label: bool = False,
+                        ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
+    """Every fold's test predictions in one frame, probabilities aligned on the union of the folds' labels; the
+    truth as class indices, or multi-hot rows for multi-label folds."""
     frames = []
     for k, run in runs.items():
         frame = run.load_predictions("test")[0]
@@ -56,6 +61,12 @@ def _pooled_predictions(runs: dict[int, RunFolder]) -> tuple[pd.DataFrame, np.nd
     pooled = pd.concat(frames, ignore_index=True)
     probs = pooled.reindex(columns=cols).astype(float).fillna(0.0).to_numpy()
     index = {lab: i for i, lab in enumerate(labels)}
+    if multi_label:
+        y = np.zeros(probs.shape)
+        for row, cell in enumerate(pooled["label"]):
+            y[row, [index[lab] for lab in str(cell).split(";") if lab in index]] = 1.0
+        keep = y.sum(axis=1) > 0  # rows without a known label have nothing to rank
+        return pooled[keep].reset_index(drop=True), probs[keep], y[keep], labels
     y = pooled["label"].map(lambda lab: index.get(lab, -1)).to_numpy(dtype=np.int64)
     keep = y >= 0
     return pooled[keep].reset_index(drop=True), probs[keep], y[keep], labels
@@ -78,27 +89,35 @@ def _summarise(root: Path) -> tuple[dict, dict[int, RunFolder], tuple[np.ndarray
     expected = None
     if (root / "folds.csv").is_file():
         expected = sorted(int(f) for f in pd.read_csv(root / "folds.csv", usecols=["fold"])["fold"].unique())
+    multi = runs[next(iter(runs))].is_multi_label()
+    scores, main = (MULTILABEL_SCORES, "lwlrap") if multi else (SCORES, "accuracy")
     folds = {}
     for k, run in runs.items():
         s = run.load_summary()
         test = s.get("test") or {}
-        folds[k] = {**{key: test.get(key) for key, _ in SCORES}, "n": test.get("n"),
-                    "val_accuracy": (s.get("val") or {}).get("accuracy"),
-                    "train_clean_accuracy": (s.get("train_clean") or {}).get("accuracy"),
-                    "baseline_accuracy": (s.get("baseline") or {}).get("accuracy"),
+        folds[k] = {**{key: test.get(key) for key, _ in scores}, "n": test.get("n"),
+                    f"val_{main}": (s.get("val") or {}).get(main),
+                    f"train_clean_{main}": (s.get("train_clean") or {}).get(main),
+                    f"baseline_{main}": (s.get("baseline") or {}).get(main),
                     "best_epoch": s.get("best_epoch"), "epochs_run": s.get("epochs_run"),
                     "train_minutes": round((s.get("timing") or {}).get("train_seconds", 0.0) / 60, 2),
                     "leakage": (s.get("leakage") or {}).get("train_test", {})}
     stats = {key: mean_interval([f[key] for f in folds.values() if f[key] is not None])
-             for key, _ in SCORES if any(f[key] is not None for f in folds.values())}
+             for key, _ in scores if any(f[key] is not None for f in folds.values())}
     for key, st in stats.items():
         if key != "loss":  # scores live in [0, 1]; a t-interval does not know that
             st["ci_low"], st["ci_high"] = max(0.0, st["ci_low"]), min(1.0, st["ci_high"])
-    _, probs, y, labels = _pooled_predictions(runs)
-    pooled = classification_metrics(y, probs, labels=labels)
-    hits = int((probs.argmax(axis=1) == y).sum())
-    pooled["accuracy_ci"] = list(proportion_interval(hits, len(y)))
+    _, probs, y, labels = _pooled_predictions(runs, multi_label=multi)
+    if multi:  # ranking scores only: each fold tuned its own thresholds, so pooled F1 would mix them
+        ap = per_class_average_precision(y, probs)
+        pooled = {"lwlrap": lwlrap(y, probs), "mAP": float(np.nanmean(ap)) if np.isfinite(ap).any() else None,
+                  "n": int(len(y)), **{f"ap_{lab}": float(v) for lab, v in zip(labels, ap)}}
+    else:
+        pooled = classification_metrics(y, probs, labels=labels)
+        hits = int((probs.argmax(axis=1) == y).sum())
+        pooled["accuracy_ci"] = list(proportion_interval(hits, len(y)))
     summary = {
+        "metric": main, "task": "multilabel" if multi else "multiclass",
         "folds": {str(k): v for k, v in folds.items()},
         "finished": sorted(runs), "expected": expected,
         "mean": stats,
@@ -110,12 +129,14 @@ def _summarise(root: Path) -> tuple[dict, dict[int, RunFolder], tuple[np.ndarray
 
 
 def plot_folds(summary: dict, path: str | os.PathLike) -> Path:
-    """Per-fold accuracy and macro-F1 as bars, with each metric's mean and 95 % interval as a line and band."""
+    """Per-fold accuracy (lwlrap for multi-label folds) and macro-F1 as bars, with each metric's mean and 95 %
+    interval as a line and band."""
     folds = list(summary["folds"])
     fig = Figure(figsize=(max(5.0, 1.1 * len(folds) + 2.5), 3.8), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(folds))
-    for i, (key, title) in enumerate((("accuracy", "accuracy"), ("macro_f1", "macro-F1"))):
+    main = summary.get("metric", "accuracy")
+    for i, (key, title) in enumerate(((main, main), ("macro_f1", "macro-F1"))):
         values = [summary["folds"][k][key] or 0.0 for k in folds]
         ax.bar(x + (i - 0.5) * 0.38, values, width=0.38, color=f"C{i}", label=title)
         st = summary["mean"].get(key)
@@ -132,6 +153,8 @@ def write_cv_report(root: str | os.PathLike) -> Path:
     """Write cv_summary.json, cv_folds.csv, report.md and figures/ for a CV folder; returns report.md's path."""
     root = Path(root)
     summary, runs, (probs, y, labels) = _summarise(root)
+    multi = summary["task"] == "multilabel"
+    scores, main = (MULTILABEL_SCORES, "lwlrap") if multi else (SCORES, "accuracy")
     atomic_write_text(root / "cv_summary.json", json.dumps(to_jsonable(summary), indent=2, allow_nan=False) + "\n")
     table = pd.DataFrame.from_dict(summary["folds"], orient="index").drop(columns=["leakage"])
     table.index.name = "fold"
@@ -158,33 +181,44 @@ def write_cv_report(root: str | os.PathLike) -> Path:
         lines += [f"**Incomplete:** fold(s) {', '.join(map(str, missing))} have not finished; the figures below "
                   "cover the finished folds only. Re-run the same `clipwise cv` command to finish them.", ""]
     lines += ["Built only from the fold run folders (summary.json, predictions_test.csv, leakage.json of each).", "",
-              "## Results", "", "| fold | " + " | ".join(t for _, t in SCORES) + " | n | best epoch | minutes |",
-              "|---" * (len(SCORES) + 4) + "|"]
+              "## Results", "", "| fold | " + " | ".join(t for _, t in scores) + " | n | best epoch | minutes |",
+              "|---" * (len(scores) + 4) + "|"]
     for k, f in summary["folds"].items():
-        lines.append(f"| {k} | " + " | ".join(fmt(f[key]) for key, _ in SCORES)
+        lines.append(f"| {k} | " + " | ".join(fmt(f[key]) for key, _ in scores)
                      + f" | {f['n']} | {f['best_epoch']} of {f['epochs_run']} | {f['train_minutes']:.1f} |")
     m = summary["mean"]
     lines.append("| **mean ± std** | " + " | ".join(
-        f"{m[key]['mean']:.4f} ± {m[key]['std']:.4f}" if key in m else "" for key, _ in SCORES) + " | | | |")
+        f"{m[key]['mean']:.4f} ± {m[key]['std']:.4f}" if key in m else "" for key, _ in scores) + " | | | |")
     lines.append("| 95 % interval | " + " | ".join(
-        f"[{m[key]['ci_low']:.4f}, {m[key]['ci_high']:.4f}]" if key in m else "" for key, _ in SCORES) + " | | | |")
+        f"[{m[key]['ci_low']:.4f}, {m[key]['ci_high']:.4f}]" if key in m else "" for key, _ in scores) + " | | | |")
     p = summary["pooled"]
-    lo, hi = p["accuracy_ci"]
-    lines += ["", f"Pooled over all {p['n']} out-of-fold test clips: accuracy {p['accuracy']:.4f} (95 % Wilson "
-              f"interval [{lo:.4f}, {hi:.4f}]), balanced accuracy {p['balanced_accuracy']:.4f}, macro-F1 "
-              f"{p['macro_f1']:.4f}.", "",
+    if multi:
+        pooled = (f"lwlrap {p['lwlrap']:.4f}, mAP {fmt(p['mAP'])} (ranking scores; F1 is left out because each "
+                  "fold tuned its own thresholds on its validation clips)")
+    else:
+        lo, hi = p["accuracy_ci"]
+        pooled = (f"accuracy {p['accuracy']:.4f} (95 % Wilson interval [{lo:.4f}, {hi:.4f}]), balanced accuracy "
+                  f"{p['balanced_accuracy']:.4f}, macro-F1 {p['macro_f1']:.4f}")
+    lines += ["", f"Pooled over all {p['n']} out-of-fold test clips: {pooled}.", "",
               "The interval over folds is a Student-t interval of the fold means. Folds share training data, so "
               "their scores are not independent and the interval is somewhat too narrow (Nadeau & Bengio, 2003).",
               "", f"Total training time: {summary['train_minutes_total']:.1f} min.", "",
               "![Per-fold scores](figures/folds.png)", ""]
-    baselines = [f["baseline_accuracy"] for f in summary["folds"].values() if f["baseline_accuracy"] is not None]
+    baselines = [f[f"baseline_{main}"] for f in summary["folds"].values() if f[f"baseline_{main}"] is not None]
     if baselines:
-        lines += [f"Majority-class baseline, mean over folds: accuracy {np.mean(baselines):.4f}.", ""]
+        what = "Prior baseline (every clip ranked by label frequency)" if multi else "Majority-class baseline"
+        lines += [f"{what}, mean over folds: {main} {np.mean(baselines):.4f}.", ""]
     notes = []
     for k, run in runs.items():
         notes += [f"fold {k}: {n}" for n in automatic_notes(load_facts(run))]
     lines += ["## Notes", ""] + [f"- {n}" for n in notes or ["Nothing unusual was found in any fold."]]
 
+    if multi:
+        lines += ["", "## Per-class results (pooled out-of-fold test predictions)", "",
+                  "| class | AP | positives |", "|---|---|---|"]
+        lines += [f"| {_cell(lab)} | {fmt(p.get(f'ap_{lab}'))} | {int(y[:, i].sum())} |"
+                  for i, lab in enumerate(labels)]
+        return _finish_report(root, runs, lines)
     y_pred = probs.argmax(axis=1)
     plot_confusion(confusion(y, y_pred, n_classes=len(labels), normalize=True), labels,
                    figures / "confusion_matrix.png")
@@ -198,6 +232,10 @@ def write_cv_report(root: str | os.PathLike) -> Path:
     lines += (["| true | predicted | clips |", "|---|---|---|"] + [f"| {_cell(t)} | {_cell(q)} | {c} |"
                                                                   for t, q, c in pairs]
               if pairs else ["No confusions."])
+    return _finish_report(root, runs, lines)
+
+
+def _finish_report(root: Path, runs: dict[int, RunFolder], lines: list[str]) -> Path:
     lines += ["", "## Fold runs", ""] + [f"- fold {k}: [{run.root.name}/report.md]({run.root.name}/report.md)"
                                          for k, run in runs.items()]
     path = root / "report.md"
