@@ -283,8 +283,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from clipwise.evaluate.compare import collect, leaderboard_markdown, write_leaderboard
+    from clipwise.evaluate.compare import collect, leaderboard_markdown, resolve_metric, write_leaderboard
 
+    args.metric = resolve_metric(args.paths, args.metric, split=args.split)
     entries = collect(args.paths, metric=args.metric, split=args.split)
     if args.format == "csv":
         import dataclasses
@@ -452,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("compare", help="leaderboard of runs, cross-validations and Lightning CSV logs")
     s.add_argument("paths", nargs="+", help="run folders, CV folders, Lightning metrics.csv files or log folders")
-    s.add_argument("--metric", default="accuracy", help="metric to rank by (e.g. accuracy, macro_f1, lwlrap, loss)")
+    s.add_argument("--metric", default="auto", help="metric to rank by (e.g. accuracy, macro_f1, lwlrap, loss); "
+                   "auto: lwlrap for multi-label runs, else accuracy")
     s.add_argument("--split", default="test", help="split of run folders to compare (default: test)")
     s.add_argument("--format", default="markdown", choices=["markdown", "csv"])
     s.add_argument("--out", help="folder for leaderboard.md, leaderboard.csv and leaderboard.png")

@@ -96,3 +96,20 @@ def test_a_protocol_that_shares_sources_is_explained(tmp_path):
     text = leaderboard_markdown(entries, metric="accuracy", split="test")
     assert "official was tested on data whose sources its training shared (6 group(s))" in text
     assert "unseen kept training and test sources apart" in text
+
+
+def test_multilabel_runs_rank_by_lwlrap_unless_told_otherwise(tmp_path, cli):
+    """The default metric follows the task: multi-label runs have no accuracy, and used to be refused."""
+    for name, score in (("tagger_a", 0.71), ("tagger_b", 0.83)):
+        RunFolder(tmp_path / name).save_summary({"test": {"lwlrap": score, "mAP": score - 0.1, "macro_f1": 0.5,
+                                                          "n": 40}})
+    r = cli("compare", tmp_path / "tagger_a", tmp_path / "tagger_b")
+    assert r.rc == 0, r.err
+    assert "lwlrap" in r.out and r.out.index("tagger_b") < r.out.index("tagger_a")
+    r = cli("compare", tmp_path / "tagger_a", tmp_path / "tagger_b", "--metric", "mAP")
+    assert r.rc == 0 and "0.7300" in r.out
+    _run(tmp_path / "classifier", 0.9)
+    r = cli("compare", tmp_path / "tagger_a", tmp_path / "classifier")
+    assert r.rc == 2 and "multi-label" in r.err and "--metric" in r.err
+    r = cli("compare", tmp_path / "tagger_a", tmp_path / "classifier", "--metric", "macro_f1")
+    assert r.rc == 0, r.err

@@ -147,6 +147,31 @@ def _from_lightning(path: Path, metric: str) -> Entry:
                  float(best), n=int(len(values)), source=str(path))
 
 
+def resolve_metric(paths: Sequence[str | os.PathLike], metric: str = "auto", *, split: str = "test") -> str:
+    """``auto``: lwlrap when the run and CV folders are multi-label (their scores have lwlrap, not accuracy),
+    else accuracy; any other name is returned as given.
+
+    Raises:
+        RunError: ``auto`` over a mix of single- and multi-label folders (name the metric both have).
+    """
+    import json
+
+    if metric != "auto":
+        return metric
+    kinds = {}
+    for raw in paths:
+        path = Path(raw)
+        if (path / "cv_summary.json").is_file():
+            kinds[path] = "lwlrap" in json.loads((path / "cv_summary.json").read_text()).get("mean", {})
+        elif (path / "summary.json").is_file():
+            kinds[path] = "lwlrap" in (RunFolder(path).load_summary().get(split) or {})
+    if len(set(kinds.values())) > 1:
+        multi = [str(p) for p, m in kinds.items() if m]
+        raise RunError(f"{multi} are multi-label and the others single-label: they share no main score; pass "
+                       "--metric with one both have (macro_f1, loss)")
+    return "lwlrap" if any(kinds.values()) else "accuracy"
+
+
 def collect(paths: Sequence[str | os.PathLike], *, metric: str = "accuracy", split: str = "test") -> list[Entry]:
     """Leaderboard entries for run folders, CV folders and Lightning CSV logs, best first.
 
