@@ -239,34 +239,49 @@ def _recompute(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from clipwise.infer.predictor import Predictor, find_audio
 
+    from clipwise.run import RunFolder
+
     files = find_audio(args.paths)
     predictor = Predictor.from_run(args.run, checkpoint=args.checkpoint)
     probs = predictor.predict_files(files)
     top = predictor.top_k(probs, k=args.top_k)
-    _print_predictions(files, top, fmt=args.format)
+    tags = None
+    if getattr(predictor, "multi_label", False):
+        # a multi-label run's decision: every label at or above its threshold (tuned on validation)
+        run = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent  # run/checkpoints/x.ckpt
+        cut = RunFolder(run).threshold_array(predictor.labels)
+        tags = [[lab for lab, p, c in zip(predictor.labels, row, cut) if p >= c] for row in probs]
+    _print_predictions(files, top, fmt=args.format, tags=tags)
     return 0
 
 
-def _print_predictions(files: list[Path], top: list[list[tuple[str, float]]], *, fmt: str) -> None:
+def _print_predictions(files: list[Path], top: list[list[tuple[str, float]]], *, fmt: str,
+                       tags: list[list[str]] | None = None) -> None:
+    """``tags``: a multi-label run's labels at or above their thresholds, per file (None: single-label)."""
     if fmt == "json":
-        rows = [{"path": str(f), "top": [{"label": lab, "probability": round(p, 6)} for lab, p in t]}
-                for f, t in zip(files, top)]
+        rows = [{"path": str(f), **({"tags": tags[i]} if tags is not None else {}),
+                 "top": [{"label": lab, "probability": round(p, 6)} for lab, p in t]}
+                for i, (f, t) in enumerate(zip(files, top))]
         print(json.dumps(rows, indent=2))
     elif fmt == "csv":
         import csv
 
         k = len(top[0]) if top else 0
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["path"] + [c for i in range(1, k + 1) for c in (f"label_{i}", f"prob_{i}")])
-        for f, t in zip(files, top):
-            writer.writerow([str(f)] + [c for lab, p in t for c in (lab, f"{p:.6f}")])
+        writer.writerow(["path"] + (["tags"] if tags is not None else [])
+                        + [c for i in range(1, k + 1) for c in (f"label_{i}", f"prob_{i}")])
+        for i, (f, t) in enumerate(zip(files, top)):
+            writer.writerow([str(f)] + ([";".join(tags[i])] if tags is not None else [])
+                            + [c for lab, p in t for c in (lab, f"{p:.6f}")])
     else:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("file", *[f"#{i + 1}" for i in range(len(top[0]) if top else 0)])
-        for f, t in zip(files, top):
-            table.add_row(str(f), *[f"{lab} {p:.3f}" for lab, p in t])
+        table = Table("file", *(["tags"] if tags is not None else []),
+                      *[f"#{i + 1}" for i in range(len(top[0]) if top else 0)])
+        for i, (f, t) in enumerate(zip(files, top)):
+            table.add_row(str(f), *(["; ".join(tags[i]) or "-"] if tags is not None else []),
+                          *[f"{lab} {p:.3f}" for lab, p in t])
         Console().print(table)
 
 

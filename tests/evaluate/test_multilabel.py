@@ -87,6 +87,9 @@ def test_tuned_thresholds_maximise_f1_and_keep_ties_together():
     assert t[0] == pytest.approx(0.75)
     assert multilabel_metrics(y, s, thresholds=t)["macro_f1"] == pytest.approx(0.8)
     assert tune_thresholds(np.zeros((3, 1), int), np.ones((3, 1)))[0] == np.inf
+    # every validation clip positive: the cut sits midway between the lowest score and 0, not below 0
+    t = tune_thresholds(np.ones((3, 1), int), np.array([[0.9], [0.5], [0.3]]))
+    assert t[0] == pytest.approx(0.15)
 
 
 def test_bad_input_is_named():

@@ -4,6 +4,7 @@ tuned on validation; the run folder, predictions and report speak multi-label.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,14 @@ def test_multilabel_run_learns_and_writes_multilabel_results(mixtures, tmp_path,
     thresholds = json.loads(run.thresholds_path.read_text())
     assert thresholds["tuned_on"] == "val" and set(thresholds["thresholds"]) == set(CLASSES)
     assert frame["label"].str.contains(";").all()
+    # `clipwise predict` says which labels apply (at their tuned thresholds), as the run's own predictions do
+    files = [str(p if Path(p).is_absolute() else Path(mixtures).parent / p) for p in frame["path"][:6]]
+    r = cli("predict", out, *files, "--format", "json", "--top-k", "2")
+    assert r.rc == 0, r.err
+    tags = {Path(row["path"]).name: sorted(row["tags"]) for row in json.loads(r.out)}
+    expected = {Path(p).name: sorted(filter(None, v.split(";"))) for p, v in zip(frame["path"][:6], frame["pred"][:6])}
+    assert tags == expected and any(len(t) > 1 for t in tags.values())
+    assert all(len(row["top"]) == 2 for row in json.loads(r.out))
     report = run.report_path.read_text()
     assert "| split | lwlrap | mAP | macro-F1 | micro-F1 | loss | n |" in report
     assert "Prior baseline" in report and "| class | AP | threshold |" in report

@@ -73,7 +73,9 @@ def _best_threshold(y: np.ndarray, s: np.ndarray) -> float:
     # only cut where the score changes, so tied clips are always on the same side
     last_of_tie = np.append(s_sorted[1:] != s_sorted[:-1], True)
     k = int(np.flatnonzero(last_of_tie)[np.argmax(f1[last_of_tie])])
-    below = s_sorted[k + 1] if k + 1 < len(s) else s_sorted[k] - 1.0
+    # when every clip is best called positive, the lowest score's neighbour is 0 (a probability's floor): a clip
+    # scored near 0 is still not tagged (the cut used to fall below 0 and tag every clip, whatever its score)
+    below = s_sorted[k + 1] if k + 1 < len(s) else (0.0 if s_sorted[k] > 0 else s_sorted[k] - 1.0)
     return float((s_sorted[k] + below) / 2)
 
 
