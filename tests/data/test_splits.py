@@ -222,3 +222,18 @@ def test_split_summary_counts_each_label_of_multi_label_rows():
     assert table.loc["b"].to_dict() == {"train": 1, "val": 0, "test": 1, "total": 2}
     with pytest.raises(ManifestError, match="assign_splits"):
         split_summary(df.drop(columns="split"))
+
+
+def test_multilabel_folds_spread_a_rare_tag_that_comes_second():
+    """A rare tag that always comes with a common one used to be stratified as the common one (the cell's first
+    label), so where its clips landed was chance; stratified by each clip's rarest label, every fold gets its
+    share."""
+    from clipwise.data.splits import make_folds
+
+    cells = ["common;rare"] * 8 + ["common"] * 16 + ["other"] * 16
+    df = pd.DataFrame({"path": [f"c{i}.wav" for i in range(40)], "label": cells,
+                       "group": [f"g{i}" for i in range(40)]})
+    for seed in range(5):
+        folds = make_folds(df, 4, seed=seed)
+        rare = folds[[("rare" in c) for c in cells]]
+        assert sorted(np.bincount(rare, minlength=5)[1:]) == [2, 2, 2, 2], (seed, rare)

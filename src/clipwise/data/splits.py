@@ -32,9 +32,12 @@ def _check_fraction(name: str, value: float) -> float:
     return float(value)
 
 
-def _first_labels(df: pd.DataFrame) -> np.ndarray:
-    """One stratification label per row: the first of a multi-label cell."""
-    return np.array([(parse_labels(v) or [""])[0] for v in df["label"]], dtype=object)
+def _strata(df: pd.DataFrame) -> np.ndarray:
+    """One stratification label per row: a multi-label cell's rarest label in ``df`` (ties: the first named), so
+    that rare tags, which tend to come with common ones, are spread over the folds rather than drawn by chance."""
+    cells = [parse_labels(v) or [""] for v in df["label"]]
+    counts = pd.Series([lab for c in cells for lab in c]).value_counts()
+    return np.array([min(c, key=lambda lab: counts[lab]) for c in cells], dtype=object)
 
 
 def _n_held(n: int, fraction: float) -> int:
@@ -50,7 +53,7 @@ def _hold_out(df: pd.DataFrame, fraction: float, seed: int, what: str, *, by_gro
         ManifestError: fewer than two rows, or every row shares one group.
     """
     n = len(df)
-    y = _first_labels(df)
+    y = _strata(df)
     index = np.arange(n)
     held = np.zeros(n, dtype=bool)
     if by_group and "group" in df:
@@ -161,12 +164,12 @@ def assign_splits(
       warning) are the test set and val is held out of the rest.
     - Otherwise test and then val are held out of all rows.
 
-    Held-out sets keep ``group``s whole and are stratified by (first) label where possible. The one exception
-    is validation under ``val_groups="auto"`` when the manifest's own test set is about groups seen in training
-    (over half of its rows are in groups with training rows; FSDD's official split puts every speaker on both
-    sides): validation then mirrors that protocol and is held out by row, because a validation set of unseen
-    groups would both remove whole groups from training and select checkpoints for a different task than the
-    one the test set measures. A few shared groups do not make such a protocol (:func:`seen_group_protocol`).
+    Held-out sets keep ``group``s whole and are stratified by label (a multi-label clip's rarest) where possible.
+    The one exception is validation under ``val_groups="auto"`` when the manifest's own test set is about groups
+    seen in training (over half of its rows are in groups with training rows; FSDD's official split puts every
+    speaker on both sides): validation then mirrors that protocol and is held out by row, because a validation
+    set of unseen groups would both remove whole groups from training and select checkpoints for a different
+    task than the one the test set measures. A few shared groups do not make such a protocol (:func:`seen_group_protocol`).
 
     Args:
         df: a manifest.
@@ -219,7 +222,7 @@ def assign_splits(
         by_group = val_groups == "group" or (val_groups == "auto" and not seen_group_protocol(df, split))
         # a validation set smaller than the class count cannot show every class (a tiny one of a single class
         # scores "perfect" and ends training early): hold out at least one clip per class, at most half
-        n_classes = len(set(_first_labels(df.iloc[train])))
+        n_classes = len(set(_strata(df.iloc[train])))
         fraction = max(val_fraction, min(0.5, n_classes / len(train)))
         held = _hold_out(df.iloc[train], fraction, seed, "validation", by_group=by_group)
         split[train[held]] = "val"
@@ -253,7 +256,8 @@ def split_summary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_folds(df: pd.DataFrame, k: int, *, seed: int = 0) -> np.ndarray:
-    """Fold numbers 1..k for cross-validation: stratified by (first) label, groups kept whole.
+    """Fold numbers 1..k for cross-validation: stratified by label (a multi-label clip's rarest), groups kept
+    whole.
 
     Stratification is dropped (with the reason in a warning) when a class has fewer rows than folds would need;
     groups are never split.
@@ -264,7 +268,7 @@ def make_folds(df: pd.DataFrame, k: int, *, seed: int = 0) -> np.ndarray:
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise ConfigError(f"cross-validation needs at least 2 folds, got {k!r}")
-    y = _first_labels(df)
+    y = _strata(df)
     index = np.arange(len(df))
     groups = df["group"].astype(str).to_numpy() if "group" in df else None
     units = len(np.unique(groups)) if groups is not None else len(df)
