@@ -315,3 +315,68 @@ def test_a_multilabel_sweep_optimises_lwlrap_without_being_told(make_manifest, t
         summary = pd.read_json(out / row["run"] / "summary.json", typ="series")
         assert row["val_lwlrap"] == pytest.approx(summary["val"]["lwlrap"])
     assert "Ranked by validation lwlrap" in (out / "leaderboard.md").read_text()
+
+
+def test_prune_stops_a_trial_that_falls_below_the_finished_ones(synth_manifest, tmp_path, cli, tiny):
+    """With --prune each epoch's validation score is reported; a trial below the median of finished trials at
+    the same epoch (here: five that scored 1.0 every epoch) is stopped at the first epoch the rule may judge."""
+    from clipwise import sweep
+    from clipwise.run import RunFolder
+
+    out = tmp_path / "sweep"
+    out.mkdir()
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lr: [1.0e-9]\n")  # a model that cannot learn: at chance every epoch
+    study = optuna.create_study(study_name="clipwise", storage=f"sqlite:///{out / 'study.db'}",
+                                direction="maximize")
+    for _ in range(sweep.PRUNE_STARTUP_TRIALS):
+        study.add_trial(optuna.trial.create_trial(
+            params={"optim.lr": 1e-9}, distributions={"optim.lr": optuna.distributions.CategoricalDistribution([1e-9])},
+            value=1.0, intermediate_values={epoch: 1.0 for epoch in range(8)}))
+    args = ("sweep", "--data", synth_manifest, "--space", space, "--out", out, "--sampler", "random", "--epochs", "6",
+            *tiny)
+    r = cli(*args, "--trials", str(sweep.PRUNE_STARTUP_TRIALS + 1), "--prune")
+    assert r.rc == 0, r.err
+    study = optuna.load_study(study_name="clipwise", storage=f"sqlite:///{out / 'study.db'}")
+    last = study.trials[-1]
+    assert last.state == optuna.trial.TrialState.PRUNED
+    assert sorted(last.intermediate_values) == list(range(sweep.PRUNE_WARMUP_EPOCHS + 1))
+    run = RunFolder(out / last.user_attrs["run"])
+    assert not run.summary_path.is_file()  # stopped, not finished: no scores to rank
+    assert len(pd.read_csv(run.metrics_path)) == sweep.PRUNE_WARMUP_EPOCHS + 1
+    assert "1 pruned" in (out / "leaderboard.md").read_text()
+    # without --prune the same trial trains all its epochs
+    r = cli(*args, "--trials", str(sweep.PRUNE_STARTUP_TRIALS + 1))
+    assert r.rc == 0, r.err
+    done = optuna.load_study(study_name="clipwise", storage=f"sqlite:///{out / 'study.db'}").trials[-1]
+    assert done.state == optuna.trial.TrialState.COMPLETE
+    assert len(pd.read_csv(RunFolder(out / done.user_attrs["run"]).metrics_path)) == 6
+
+
+def test_a_pruned_cross_validation_trial_stops_in_its_first_fold(make_manifest, tmp_path, cli, tiny):
+    from clipwise import sweep
+
+    out = tmp_path / "sweep"
+    out.mkdir()
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lr: [1.0e-9]\n")
+    study = optuna.create_study(study_name="clipwise", storage=f"sqlite:///{out / 'study.db'}",
+                                direction="maximize")
+    study.set_user_attr("cv", 3)
+    for _ in range(sweep.PRUNE_STARTUP_TRIALS):
+        study.add_trial(optuna.trial.create_trial(
+            params={"optim.lr": 1e-9}, distributions={"optim.lr": optuna.distributions.CategoricalDistribution([1e-9])},
+            value=1.0, intermediate_values={epoch: 1.0 for epoch in range(8)}))
+    r = cli("sweep", "--data", make_manifest("cv4x6"), "--space", space, "--out", out, "--sampler", "random",
+            "--epochs", "5", "--cv", "3", "--trials", str(sweep.PRUNE_STARTUP_TRIALS + 1), "--prune", *tiny)
+    assert r.rc == 0, r.err
+    last = optuna.load_study(study_name="clipwise", storage=f"sqlite:///{out / 'study.db'}").trials[-1]
+    assert last.state == optuna.trial.TrialState.PRUNED
+    folders = sorted(p.name for p in (out / last.user_attrs["run"]).glob("fold*") if p.is_dir())
+    assert folders == ["fold1"]  # the later folds never started
+
+
+def test_prune_is_refused_where_there_are_no_epochs_to_judge(synth_manifest, space, tmp_path, cli):
+    r = cli("sweep", "--data", synth_manifest, "--space", space, "--out", tmp_path / "s", "--model", "logreg",
+            "--prune")
+    assert r.rc == 2 and "--prune" in r.err and "logreg" in r.err

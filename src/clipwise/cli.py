@@ -322,7 +322,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     config = _config_from_args(args)
     board = run_sweep(config, space, args.out, trials=args.trials, sampler=args.sampler, metric=args.metric,
-                      seed=args.seed, cv=args.cv)
+                      seed=args.seed, cv=args.cv, prune=args.prune)
     print(f"\nsweep folder: {args.out} ({len(board)} finished trials; leaderboard.md, leaderboard.csv)")
     if len(board):
         print(board.head(10).to_string(index=False))
@@ -484,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metric", help="validation metric to optimise (default: the config's monitor; with auto, "
                    "accuracy, or lwlrap for multi-label data)")
     s.add_argument("--seed", type=int, default=0, help="sampler seed")
+    s.add_argument("--prune", action="store_true",
+                   help="stop trials whose validation score falls below the median of finished trials at the same "
+                        "epoch (after 5 finished trials, from epoch 3; a CV trial is judged by its first fold)")
     s.add_argument("--test-fold", type=int, help="with a fold column: the fold used as test set")
     s.add_argument("--cv", nargs="?", type=_fold_count, const=0, metavar="K", help="cross-validate every trial (the "
                    "manifest's folds, or K grouped folds) and optimise the mean validation score over its folds")

@@ -27,6 +27,7 @@ import os
 import socket
 import warnings
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -41,6 +42,9 @@ SAMPLERS = ("grid", "random", "tpe")
 # is failed by the next worker to look and its values are queued again, on whichever machine runs that worker
 HEARTBEAT_SECONDS = 60
 GRACE_SECONDS = 300
+# --prune: Optuna's median rule, once PRUNE_STARTUP_TRIALS trials have finished, from epoch PRUNE_WARMUP_EPOCHS on
+PRUNE_STARTUP_TRIALS = 5
+PRUNE_WARMUP_EPOCHS = 3
 
 
 def load_space(path: str | os.PathLike) -> dict[str, Any]:
@@ -173,6 +177,30 @@ def _queue_retry(study, trial) -> bool:
     return True
 
 
+def _pruning_callback(trial, metric: Callable[[], str | None]):
+    """A Lightning callback that reports each epoch's validation score to ``trial`` and stops the trial (raises
+    TrialPruned, which Optuna records) when the pruner says so. ``metric()``: the sweep's metric, or None while
+    ``auto`` is unresolved (the run's checkpoint monitor then)."""
+    import lightning as L
+    import optuna
+
+    class Pruning(L.Callback):
+        # at the epoch's end, after clipwise's own callbacks have logged it and saved its checkpoint
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            name = f"val_{metric()}" if metric() else next(
+                (cb.monitor for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), None)
+            value = trainer.callback_metrics.get(name) if name else None
+            if value is None:
+                return
+            epoch = trainer.current_epoch
+            trial.report(float(value), step=epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}: {name} {float(value):.4f} is below the "
+                                         "median of the finished trials at that epoch")
+
+    return Pruning()
+
+
 def _is_result_or_running(trial) -> bool:
     """Finished with a score, failed on its own (a diverged run: a result too), or still running."""
     import optuna
@@ -206,7 +234,7 @@ def _mean_score(summaries: list[dict[str, Any]], split: str, metric: str) -> flo
 
 def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, trials: int | None = None,
               sampler: str = "tpe", metric: str | None = None, seed: int = 0,
-              cv: int | None = None) -> pd.DataFrame:
+              cv: int | None = None, prune: bool = False) -> pd.DataFrame:
     """Run (or continue) a sweep; returns the leaderboard, best first.
 
     Args:
@@ -220,6 +248,10 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
         seed: the sampler's seed.
         cv: cross-validate every trial: 0 = the manifest's fold column (or 5 grouped folds without one), K > 0 =
             K grouped folds; None = one run per trial.
+        prune: stop a trial early when its validation score, epoch by epoch, falls below the median of the
+            finished trials' at the same epoch (Optuna's MedianPruner: after :data:`PRUNE_STARTUP_TRIALS` trials,
+            from epoch :data:`PRUNE_WARMUP_EPOCHS`; a CV trial is judged by the first fold it trains). A pruned
+            trial keeps its folder and is not retried.
     """
     import optuna
 
@@ -229,6 +261,12 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
 
     if sampler not in SAMPLERS:
         raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if prune and is_classical(config.model.name):
+        raise ConfigError(f"--prune judges a trial by its epochs, and {config.model.name} is fitted in one step; "
+                          "leave --prune out")
+    if prune and (str(config.train.devices) != "1" or config.train.num_nodes > 1):
+        raise ConfigError("--prune needs single-process training (train.devices=1, train.num_nodes=1): the "
+                          "trial that records the scores lives in one process")
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     # train.monitor=auto means accuracy or lwlrap as the data decide (multi-label or not): then the first trial's
@@ -248,8 +286,10 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
         trials = trials or 20
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = _open_storage(out / "study.db")
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS)
+              if prune else optuna.pruners.NopPruner())
     study = optuna.create_study(study_name="clipwise", storage=storage, sampler=chosen, direction=direction,
-                                load_if_exists=True)
+                                load_if_exists=True, pruner=pruner)
     stored = study.user_attrs.get("space")
     if stored is not None and stored != json.loads(json.dumps(space)):
         raise ConfigError(f"{out} holds a sweep over another search space; use another --out")
@@ -293,16 +333,17 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
             raise
 
     def _score(trial, cfg: Config, run_dir: Path) -> float:
+        callbacks = [_pruning_callback(trial, lambda: metric)] if prune else []
         if cv is not None:
-            cross_validate(cfg, out=run_dir, folds=cv or None)
+            cross_validate(cfg, out=run_dir, folds=cv or None, first_fold_callbacks=callbacks)
             summaries = [json.loads(f.read_text()) for f in sorted(run_dir.glob("fold*/summary.json"))]
             trial.set_user_attr("folds", len(summaries))
         else:
             run = RunFolder(run_dir)
             if run.last_checkpoint.is_file() and not run.summary_path.is_file():
-                train(load_config(base=run.load_config_dict()), out=run_dir, resume=True)
+                train(load_config(base=run.load_config_dict()), out=run_dir, resume=True, callbacks=callbacks)
             elif not run.summary_path.is_file():
-                fit(cfg, out=run_dir)
+                fit(cfg, out=run_dir, **({"callbacks": callbacks} if callbacks else {}))
             summaries = [run.load_summary()]
         nonlocal metric
         if metric is None:
@@ -392,7 +433,9 @@ def write_leaderboard(study, out: Path) -> pd.DataFrame:
     failed = [t for t in trials if t.state == S.FAIL]
     own = sum("error" in t.user_attrs for t in failed)
     cut = len(failed) - own
+    pruned = sum(t.state == S.PRUNED and "duplicate_of" not in t.user_attrs for t in trials)
     counts = f"{len(frame)} finished trial{'s' * (len(frame) != 1)}" + (
+        f", {pruned} pruned" if pruned else "") + (
         f", {own} failed on {'their' if own > 1 else 'its'} own" if own else "") + (
         f", {cut} attempt{'s' * (cut != 1)} cut off" if cut else "")
     lines = [f"# Sweep leaderboard ({counts})", "",

@@ -11,7 +11,9 @@ trains, so a leaking fold is refused before hours are spent on the others.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -87,7 +89,7 @@ def check_folds(manifest: Path, folds: list[int], *, allow: bool, progress: bool
 
 
 def cross_validate(config: Config, *, out: str | Path | None = None, folds: int | None = None,
-                   only: list[int] | None = None) -> Path:
+                   only: list[int] | None = None, first_fold_callbacks: Sequence[Any] = ()) -> Path:
     """Train one model per fold and write the cross-validation report.
 
     Args:
@@ -96,6 +98,8 @@ def cross_validate(config: Config, *, out: str | Path | None = None, folds: int 
             finished folds and resumes an interrupted one.
         folds: number of folds to make when the manifest has no ``fold`` column (default 5).
         only: train just these folds now (the report covers the folds finished so far).
+        first_fold_callbacks: Lightning callbacks for the first fold this call trains (a sweep judges a trial
+            by that fold's learning curve).
 
     Returns:
         The CV folder.
@@ -115,20 +119,22 @@ def cross_validate(config: Config, *, out: str | Path | None = None, folds: int 
         raise ConfigError(f"fold(s) {unknown} do not exist; the folds are {', '.join(map(str, fold_ids))}")
     if config.data.leakage_check:
         check_folds(manifest, fold_ids, allow=config.data.allow_leakage, progress=config.train.progress)
+    extra = list(first_fold_callbacks)
     for k in only or fold_ids:
         run = RunFolder(root / f"fold{k}")
         if run.summary_path.is_file():
             print(f"fold {k}: finished earlier, kept ({run.root})", flush=True)
             continue
+        callbacks, extra = extra, []
         if run.last_checkpoint.is_file():
             print(f"fold {k}: resuming from {run.last_checkpoint}", flush=True)
             cfg = load_config(base=run.load_config_dict())
-            train(cfg, out=run.root, resume=True)
+            train(cfg, out=run.root, resume=True, callbacks=callbacks)
         else:
             print(f"fold {k} of {len(fold_ids)}: training", flush=True)
             cfg = config.model_copy(deep=True)
             cfg.data.manifest = str(manifest.resolve())
             cfg.data.test_fold = k
-            fit(cfg, out=run.root)
+            fit(cfg, out=run.root, **({"callbacks": callbacks} if callbacks else {}))
     write_cv_report(root)
     return root

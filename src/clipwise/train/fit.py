@@ -14,6 +14,7 @@ import os
 import time
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -325,13 +326,15 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def train(config: Config, *, out: str | Path | None = None, resume: bool = False) -> Path:
+def train(config: Config, *, out: str | Path | None = None, resume: bool = False,
+          callbacks: Sequence[L.Callback] = ()) -> Path:
     """Train a model as ``config`` says and write its run folder.
 
     Args:
         config: a validated config; ``config.data.manifest`` names the data.
         out: the run folder (default: ``runs/<data>-<model>-<time>``).
         resume: continue from ``out/checkpoints/last.ckpt`` (the config is taken from the run folder).
+        callbacks: Lightning callbacks added to clipwise's own (e.g. a sweep's pruning).
 
     Returns:
         The run folder.
@@ -342,7 +345,7 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
     previous = os.environ.get(RUN_DIR_ENV)
     os.environ[RUN_DIR_ENV] = str(run.root.resolve())
     try:
-        return _train(run, config, resume=resume)
+        return _train(run, config, resume=resume, callbacks=callbacks)
     finally:
         if previous is None:
             os.environ.pop(RUN_DIR_ENV, None)
@@ -357,7 +360,7 @@ def prior_logits(targets: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.as_tensor(np.log(p / (1.0 - p)), dtype=torch.float32)
 
 
-def _train(run: RunFolder, config: Config, *, resume: bool) -> Path:
+def _train(run: RunFolder, config: Config, *, resume: bool, callbacks: Sequence[L.Callback] = ()) -> Path:
     run.root.mkdir(parents=True, exist_ok=True)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -400,7 +403,7 @@ def _train(run: RunFolder, config: Config, *, resume: bool) -> Path:
         strategy=config.train.strategy,
         precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
         gradient_clip_val=config.train.grad_clip,
-        callbacks=_callbacks(config, run, resumed_epoch=resumed_epoch, datamodule=datamodule),
+        callbacks=[*_callbacks(config, run, resumed_epoch=resumed_epoch, datamodule=datamodule), *callbacks],
         logger=False,
         enable_progress_bar=config.train.progress,
         enable_model_summary=False,
