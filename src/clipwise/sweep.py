@@ -16,7 +16,8 @@ a *validation* score (the test split is reported beside it, never used to choose
 process, Ctrl-C, SIGTERM, a crash) is tried again with its values in the same folder (an interrupted run resumes
 from its last checkpoint, a CV trial keeps its finished folds), while one that failed on its own (a diverged run)
 is kept as a result, and several processes (or machines sharing the file system) can work on one study at once.
-The leaderboard (markdown and CSV) is rewritten after every trial.
+The leaderboard (markdown and CSV) is rewritten after every trial. With ``prune``, a trial that falls behind the
+finished ones epoch by epoch is stopped early (Optuna's median rule) and recorded as pruned.
 """
 
 from __future__ import annotations
