@@ -214,6 +214,7 @@ def test_a_grid_trial_stopped_by_ctrl_c_is_tried_again_and_the_grid_completes(sy
     assert r.rc == 0 and len(calls) == 5 and "cut off" not in r.out
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # the test asks for a trial by hand
 def test_a_trial_whose_heartbeat_went_silent_on_another_machine_is_tried_again(synth_manifest, space, tmp_path,
                                                                                cli, tiny, monkeypatch):
     """A worker on another machine sharing the study dies: its pid means nothing here, but its trial stops
