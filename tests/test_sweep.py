@@ -381,3 +381,20 @@ def test_prune_is_refused_where_there_are_no_epochs_to_judge(synth_manifest, spa
     r = cli("sweep", "--data", synth_manifest, "--space", space, "--out", tmp_path / "s", "--model", "logreg",
             "--prune")
     assert r.rc == 2 and "--prune" in r.err and "logreg" in r.err
+
+
+def test_jobs_starts_helper_processes_on_the_same_study(synth_manifest, space, tmp_path, cli, tiny):
+    from clipwise.sweep import helper_argv
+
+    argv = ["sweep", "--data", "m.csv", "--jobs", "3", "--space", "s.yaml", "optim.lr=1e-3", "--jobs=3", "--prune"]
+    assert helper_argv(argv, threads=2) == ["sweep", "--data", "m.csv", "--space", "s.yaml", "optim.lr=1e-3",
+                                            "--prune", "--jobs", "1", "--worker-threads", "2"]
+    out = tmp_path / "sweep"
+    r = cli("sweep", "--data", synth_manifest, "--space", space, "--out", out, "--sampler", "grid", "--epochs", "2",
+            *tiny, "--jobs", "2")
+    assert r.rc == 0, r.err
+    assert "1 more worker process(es) share the study" in r.out
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert len(board) == 4 and len(set(zip(board["data.pad_mode"], board["frontend.n_mels"]))) == 4
+    log = (out / "worker1.log").read_text()  # the helper opened the same study and ran to its end
+    assert "sweep folder:" in log and "Traceback" not in log

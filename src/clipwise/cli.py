@@ -317,15 +317,43 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from clipwise.sweep import load_space, run_sweep
+    import subprocess
 
+    from clipwise.sweep import helper_argv, load_space, refresh_leaderboard, run_sweep
+
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     space = load_space(args.space)
     config = _config_from_args(args)
-    board = run_sweep(config, space, args.out, trials=args.trials, sampler=args.sampler, metric=args.metric,
-                      seed=args.seed, cv=args.cv, prune=args.prune)
+    helpers, logs = [], []
+    if args.worker_threads:
+        config.train.threads = args.worker_threads
+    if args.jobs > 1:
+        if config.train.threads is None:  # share the cores instead of every process taking all of them
+            config.train.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "clipwise", *helper_argv(args.argv, threads=config.train.threads)]
+        for i in range(1, args.jobs):
+            logs.append(out / f"worker{i}.log")
+            with open(logs[-1], "a") as log:
+                helpers.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+        print(f"{len(helpers)} more worker process(es) share the study (logs: {', '.join(map(str, logs))}); "
+              f"{config.train.threads} torch thread(s) each", flush=True)
+    try:
+        board = run_sweep(config, space, args.out, trials=args.trials, sampler=args.sampler, metric=args.metric,
+                          seed=args.seed, cv=args.cv, prune=args.prune)
+    finally:
+        codes = [p.wait() for p in helpers]
+    if helpers:  # the last trial to finish may have been a helper's
+        board = refresh_leaderboard(args.out)
     print(f"\nsweep folder: {args.out} ({len(board)} finished trials; leaderboard.md, leaderboard.csv)")
     if len(board):
         print(board.head(10).to_string(index=False))
+    failed = [str(log) for log, code in zip(logs, codes) if code != 0]
+    if failed:
+        print(f"clipwise sweep: error: worker process(es) failed; see {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -484,6 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metric", help="validation metric to optimise (default: the config's monitor; with auto, "
                    "accuracy, or lwlrap for multi-label data)")
     s.add_argument("--seed", type=int, default=0, help="sampler seed")
+    s.add_argument("--jobs", type=int, default=1,
+                   help="worker processes sharing the study (this one and jobs-1 more, each with its share of the "
+                        "cores unless train.threads is set; their output goes to OUT/worker<i>.log)")
+    s.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)  # set by --jobs for its helpers
     s.add_argument("--prune", action="store_true",
                    help="stop trials whose validation score falls below the median of finished trials at the same "
                         "epoch (after 5 finished trials, from epoch 3; a CV trial is judged by its first fold)")
@@ -520,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``clipwise`` command."""
     _quiet_third_party()
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given, for helper processes (sweep --jobs)
     try:
         return args.fn(args)
     except ClipwiseError as e:

@@ -371,6 +371,29 @@ def run_sweep(config: Config, space: dict[str, Any], out: str | os.PathLike, *, 
     return write_leaderboard(study, out)
 
 
+def refresh_leaderboard(out: str | os.PathLike) -> pd.DataFrame:
+    """Rewrite and return the leaderboard of the sweep in ``out`` (e.g. after other workers finished)."""
+    import optuna
+
+    out = Path(out).absolute()
+    study = optuna.load_study(study_name="clipwise", storage=_open_storage(out / "study.db"))
+    return write_leaderboard(study, out)
+
+
+def helper_argv(argv: list[str], *, threads: int) -> list[str]:
+    """The arguments of a ``clipwise sweep --jobs N`` command for one of its helper processes: the same sweep
+    with ``--jobs 1`` and its torch threads (options at the end: argparse takes key=value overrides in one run)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--jobs":
+            skip = True
+        elif not a.startswith("--jobs="):
+            out.append(a)
+    return [*out, "--jobs", "1", "--worker-threads", str(threads)]
+
+
 def _open_storage(path: Path, *, attempts: int = 5):
     """The study's SQLite storage. Workers started together race to create its tables: the loser's schema stamp
     fails (UNIQUE constraint on alembic_version) although the winner's is complete, so try again."""
