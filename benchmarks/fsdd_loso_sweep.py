@@ -4,7 +4,7 @@ each fold's training speakers); the mean test accuracy on the left-out speakers 
 
 Usage: .venv/bin/python benchmarks/fsdd_loso_sweep.py [--minutes 1.5] [--jobs 2] [key=value ...]
 Each fold trains under ``train.max_minutes`` (the schedule is planned to fit), so the grid of 12 trials x 6
-folds fits in about 80 minutes with two processes sharing the study (``--jobs 2``, one torch thread each). The
+folds fits in about 80 minutes with two processes sharing the study (``--jobs 2``: `clipwise sweep --jobs`). The
 study is SQLite: re-running continues it, finished folds and trials are kept. Leaderboard: BENCHMARKS.md.
 """
 
@@ -36,14 +36,14 @@ def main() -> None:
     manifest, _ = fsdd_loso_manifest(work)
     space = work / "space.yaml"
     space.write_text(SPACE)
+    # `--jobs N`: the command starts N-1 helper processes on the same study, each with its share of the cores
     cmd = [*CLIPWISE, "sweep", "--data", str(manifest), "--space", str(space), "--out", str(work / "sweep"),
-           "--sampler", "grid", "--cv", "0", f"train.max_minutes={args.minutes}", "train.progress=false",
-           *(["train.threads=1"] if args.jobs > 1 else []), *args.overrides]
-    logs = [open(work / f"worker{i}.log", "a") for i in range(args.jobs)]
-    procs = [subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT) for log in logs]
-    codes = [proc.wait() for proc in procs]
-    if any(codes):
-        sys.exit(f"a sweep worker failed (exit codes {codes}); see {work}/worker*.log")
+           "--sampler", "grid", f"train.max_minutes={args.minutes}", "train.progress=false", *args.overrides,
+           "--cv", "0", "--jobs", str(args.jobs)]
+    with open(work / "worker0.log", "a") as log:
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+    if code:
+        sys.exit(f"the sweep failed (exit code {code}); see {work}/worker0.log and {work}/sweep/worker*.log")
     import pandas as pd
 
     board = pd.read_csv(work / "sweep" / "leaderboard.csv")
