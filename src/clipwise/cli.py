@@ -238,7 +238,6 @@ def _recompute(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from clipwise.infer.predictor import Predictor, find_audio
-
     from clipwise.run import RunFolder
 
     files = find_audio(args.paths)
@@ -343,8 +342,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         board = run_sweep(config, space, args.out, trials=args.trials, sampler=args.sampler, metric=args.metric,
                           seed=args.seed, cv=args.cv, prune=args.prune)
-    finally:
-        codes = [p.wait() for p in helpers]
+    except BaseException:  # interrupted or failed: stop the helpers too (their trials are retried on a re-run)
+        for p in helpers:
+            p.terminate()
+        for p in helpers:
+            p.wait()
+        raise
+    codes = [p.wait() for p in helpers]
     if helpers:  # the last trial to finish may have been a helper's
         board = refresh_leaderboard(args.out)
     print(f"\nsweep folder: {args.out} ({len(board)} finished trials; leaderboard.md, leaderboard.csv)")

@@ -27,8 +27,8 @@ import json
 import os
 import socket
 import warnings
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
