@@ -151,11 +151,8 @@ def _revive_cut_off_trials(study, out: Path) -> int:
         for t in study.get_trials(deepcopy=False, states=(S.RUNNING,)):
             if t.user_attrs.get("host") == host and not _alive(int(t.user_attrs.get("pid", -1))):
                 study._storage.set_trial_state_values(t._trial_id, S.FAIL)  # killed here: no need to wait
-        trials = study.get_trials(deepcopy=False)
-        retried = {t.user_attrs.get("retry_of") for t in trials}
-        for t in trials:
-            if t.state == S.FAIL and t.number not in retried:
-                _queue_retry(study, t)
+        for t in study.get_trials(deepcopy=False, states=(S.FAIL,)):
+            _queue_retry(study, t)
         queued = [t for t in study.get_trials(deepcopy=False, states=(S.WAITING,)) if "retry_of" in t.user_attrs]
         return len(queued)
 

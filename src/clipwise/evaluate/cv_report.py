@@ -38,6 +38,11 @@ MULTILABEL_SCORES = (("lwlrap", "lwlrap"), ("mAP", "mAP"), ("macro_f1", "macro-F
 _FOLD_DIR = re.compile(r"^fold(\d+)$")
 
 
+def _task_scores(multi_label: bool) -> tuple[tuple[tuple[str, str], ...], str]:
+    """The scores a CV report tabulates and its main one, for multi-label or single-label folds."""
+    return (MULTILABEL_SCORES, "lwlrap") if multi_label else (SCORES, "accuracy")
+
+
 def fold_runs(root: str | os.PathLike) -> dict[int, RunFolder]:
     """The fold run folders of a CV folder that have finished (have a summary.json), by fold id."""
     out = {}
@@ -90,7 +95,7 @@ def _summarise(root: Path) -> tuple[dict, dict[int, RunFolder], tuple[np.ndarray
     if (root / "folds.csv").is_file():
         expected = sorted(int(f) for f in pd.read_csv(root / "folds.csv", usecols=["fold"])["fold"].unique())
     multi = runs[next(iter(runs))].is_multi_label()
-    scores, main = (MULTILABEL_SCORES, "lwlrap") if multi else (SCORES, "accuracy")
+    scores, main = _task_scores(multi)
     folds = {}
     for k, run in runs.items():
         s = run.load_summary()
@@ -154,7 +159,7 @@ def write_cv_report(root: str | os.PathLike) -> Path:
     root = Path(root)
     summary, runs, (probs, y, labels) = _summarise(root)
     multi = summary["task"] == "multilabel"
-    scores, main = (MULTILABEL_SCORES, "lwlrap") if multi else (SCORES, "accuracy")
+    scores, main = _task_scores(multi)
     atomic_write_text(root / "cv_summary.json", json.dumps(to_jsonable(summary), indent=2, allow_nan=False) + "\n")
     table = pd.DataFrame.from_dict(summary["folds"], orient="index").drop(columns=["leakage"])
     table.index.name = "fold"
