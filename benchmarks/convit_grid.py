@@ -1,5 +1,5 @@
 """ConViT on a 64 x 501 log-mel: one training step, the spectrogram zero-padded to a 512 x 512 square (what
-clipwise did before stop 11) against resampled to the 192 x 192 square grid it builds now.
+clipwise did before 5137071) against resampled to the 192 x 192 square grid it builds now.
 
 Usage: .venv/bin/python benchmarks/convit_grid.py [--batch 2] [--repeats 3] [--threads 1]
 Prints the median seconds of a forward and backward pass for each, and the ratio.

@@ -1,7 +1,7 @@
 """ESC-50: train on folds 2-5, test on fold 1, from scratch, with the default CPU model.
 
 Usage: .venv/bin/python benchmarks/esc50.py [--test-fold 1] [--out DIR] [key=value ...]
-Bar (issue 2): >= 70 % test accuracy with <= 60 min of training on 2 cores.
+Bar: >= 70 % test accuracy with <= 60 min of training on 2 cores.
 Re-running after an interruption resumes the run from its last checkpoint.
 """
 

@@ -1,4 +1,4 @@
-"""Classical baselines on ESC-50, 5-fold cross-validation (issue 4): summary features + scikit-learn.
+"""Classical baselines on ESC-50, 5-fold cross-validation: summary features + scikit-learn.
 
 Usage: .venv/bin/python benchmarks/esc50_classical.py [--models svm_rbf,logreg,...] [key=value ...]
 Bar: the best baseline >= 47 % mean accuracy (RBF SVM on MFCC statistics scored 47.0 % here). Features are

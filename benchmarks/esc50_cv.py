@@ -1,9 +1,9 @@
-"""ESC-50 5-fold cross-validation with the default CPU model (issue 3): mean +/- std and a 95 % interval.
+"""ESC-50 5-fold cross-validation with the default CPU model: mean +/- std and a 95 % interval.
 
 Usage: .venv/bin/python benchmarks/esc50_cv.py [--only 1,2] [key=value ...]
 Bar: >= 72 % mean accuracy, <= 60 min of training per fold on 2 cores. Each fold is a resumable run folder in
-benchmarks/results/esc50_cv/fold<k>: a finished fold survives the end of a session and is skipped on re-run,
-so the five folds can be spread over sessions with --only. ESC-50's official folds hold two near-duplicate
+benchmarks/results/esc50_cv/fold<k>: a finished fold survives an interruption and is skipped on re-run,
+so the five folds can be trained at different times with --only. ESC-50's official folds hold two near-duplicate
 pairs across folds (see BENCHMARKS.md), so the run passes --allow-leakage and each fold's report lists them.
 """
 

@@ -1,4 +1,4 @@
-"""Ensemble of the three best ESC-50 fold-1 runs (issue 4): >= 2 points above the best single run.
+"""Ensemble of the three best ESC-50 fold-1 runs: >= 2 points above the best single run.
 
 Usage: .venv/bin/python benchmarks/esc50_ensemble.py [--top 3] [--weights learn|mean] [RUN ...]
 Without RUN arguments the candidates are every finished fold-1 run under benchmarks/results: the model zoo

@@ -1,4 +1,4 @@
-"""Multi-label ESC-50: mixtures of 2-3 clips of different classes, scored by lwlrap and mAP (issue 3).
+"""Multi-label ESC-50: mixtures of 2-3 clips of different classes, scored by lwlrap and mAP.
 
 Usage: .venv/bin/python benchmarks/esc50_mixtures.py [--train N] [--test N] [key=value ...]
 Training mixtures are built from folds 2-5 only, test mixtures from fold 1 only, so no source clip is on both

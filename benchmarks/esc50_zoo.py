@@ -1,9 +1,9 @@
-"""Every registered model on ESC-50 (train folds 2-5, test fold 1) from scratch, with one CPU time budget each
-(issue 4): accuracy, parameters, MACs, latency and time in one table.
+"""Every registered model on ESC-50 (train folds 2-5, test fold 1) from scratch, with one CPU time budget each:
+accuracy, parameters, MACs, latency and time in one table.
 
 Usage: .venv/bin/python benchmarks/esc50_zoo.py [--minutes 15] [--models a,b] [key=value ...]
 Each model is a run folder benchmarks/results/esc50_zoo/<model>/; a finished one is kept, so the suite can be
-spread over sessions. With `train.max_minutes`, clipwise plans the epochs that fit the budget after the first
+trained at different times. With `train.max_minutes`, clipwise plans the epochs that fit the budget after the first
 one, so every model's learning rate anneals within it; an interrupted model resumes with that plan and what is
 left of its budget.
 """

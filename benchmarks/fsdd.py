@@ -1,7 +1,7 @@
 """FSDD, official split (recordings 0-4 of each speaker and digit are test), clipwise defaults only.
 
 Usage: .venv/bin/python benchmarks/fsdd.py [--out DIR] [key=value ...]
-Bar (issue 2): >= 99.0 % test accuracy in <= 10 min on 2 cores.
+Bar: >= 99.0 % test accuracy in <= 10 min on 2 cores.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """FSDD leave-one-speaker-out: 6 folds (one per speaker), mean +/- std test accuracy, clipwise defaults.
 
 Usage: .venv/bin/python benchmarks/fsdd_loso.py [--jobs 2] [key=value ...]
-Bar (issue 2): >= 80 % mean. Finished folds are kept and skipped on re-run.
+Bar: >= 80 % mean. Finished folds are kept and skipped on re-run.
 
 --jobs N trains N folds at once, each with cores/N torch threads: small convolutions scale poorly across
 threads, so on 2 cores two one-thread folds finish sooner than two two-thread folds one after the other.

@@ -1,4 +1,4 @@
-"""A sweep on FSDD leave-one-speaker-out over pad mode x clip length x n_mels (issue 4): every trial is a
+"""A sweep on FSDD leave-one-speaker-out over pad mode x clip length x n_mels: every trial is a
 6-fold LOSO cross-validation, scored by its mean validation accuracy (validation speakers are held out of
 each fold's training speakers); the mean test accuracy on the left-out speakers is reported beside it.
 

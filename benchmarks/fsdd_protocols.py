@@ -1,4 +1,4 @@
-"""FSDD official split vs leave-one-speaker-out, side by side (issue 3), from the finished benchmark runs.
+"""FSDD official split vs leave-one-speaker-out, side by side, from the finished benchmark runs.
 
 Usage: .venv/bin/python benchmarks/fsdd_protocols.py   (after benchmarks/fsdd.py and benchmarks/fsdd_loso.py)
 Writes benchmarks/results/fsdd_protocols/leaderboard.md (+ .csv, .png) with `clipwise compare`, whose notes

@@ -24,7 +24,8 @@ from clipwise.data.dataset import AudioStore, collate_windows
 from clipwise.infer.predictor import Predictor
 from clipwise.models.classifier import AudioClassifier
 from clipwise.train.callbacks import recalibrate_batchnorm
-from clipwise.train.fit import clean_train_indices, window_subset
+from clipwise.data.prepare import clean_train_indices
+from clipwise.train.fit import window_subset
 
 
 def main() -> None:

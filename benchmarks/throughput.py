@@ -91,9 +91,10 @@ def clipwise_predict(run_dir: Path, folder: Path, n: int) -> tuple[float, float]
     subprocess.run(CLIPWISE + ["predict", str(run_dir), str(folder), "--format", "csv"], check=True,
                    stdout=subprocess.DEVNULL)
     command = n / (time.time() - t0)
-    from clipwise.infer.predictor import Predictor, find_audio
+    from clipwise.infer.predictor import find_audio
+    from clipwise.kinds import load_run
 
-    predictor = Predictor.from_run(run_dir)
+    predictor = load_run(run_dir)
     files = find_audio([folder])
     t0 = time.time()
     predictor.predict_files(files)

@@ -1,7 +1,11 @@
-"""Shared fixtures: tiny synthetic manifests, the CLI run in-process, and settings that keep training cheap."""
+"""Shared fixtures: tiny synthetic manifests, the CLI run in-process, settings that keep training cheap, the one
+2-epoch run several test files share, and the datasets under ../shared."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +24,8 @@ TINY = ("model.name=audiocnn_small", "data.batch_size=8", "train.progress=false"
 # Augmentation off, for tests that need the model to fit its training clips.
 NO_AUGMENT = ("augment.mixup_alpha=0", "augment.specaugment=false", "data.gain_db=0", "augment.label_smoothing=0",
               "augment.freq_warp=0", "augment.filter_db=0")
+# ../shared/datasets next to the checkout: the prepared ESC-50 and FSDD copies some tests read
+SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -78,6 +84,57 @@ def make_manifest(tmp_path_factory):
 def synth_manifest(make_manifest) -> Path:
     """4 classes x 6 clips of 0.5 s with a split column (2 train, 2 val, 2 test clips per class)."""
     return make_manifest("synth4x6")
+
+
+def _fingerprint(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def two_epoch_run(synth_manifest, tiny, tmp_path_factory) -> Path:
+    """The folder of one finished 2-epoch run of the tiny model on ``synth_manifest``, trained once per session
+    through the CLI (``clipwise train --data SYNTH --epochs 2 --out RUN *TINY``) and shared by tests/test_cli.py,
+    tests/train/test_resume.py and tests/infer/test_recompute.py.
+
+    Read-only: a test that writes into a run folder (evaluate, resume, recompute, tampering) works on a copy
+    (``two_epoch_copy``). The folder is checked unchanged at the end of the session."""
+    out = tmp_path_factory.mktemp("two-epoch") / "run"
+    assert main(["train", "--data", str(synth_manifest), "--epochs", "2", "--out", str(out), *tiny]) == 0
+    before = _fingerprint(out)
+    yield out
+    after = _fingerprint(out)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, (f"a test wrote into the shared two_epoch_run ({out}): {changed}; "
+                         "tests that change a run folder must use two_epoch_copy")
+
+
+@pytest.fixture
+def two_epoch_copy(two_epoch_run, tmp_path) -> Path:
+    """A private copy of :func:`two_epoch_run` under this test's tmp_path, free to change. Still a folder named
+    ``run`` (the report's title is the folder's name), in a folder of its own so it clashes with no tmp_path / "run"."""
+    return Path(shutil.copytree(two_epoch_run, tmp_path / "two-epoch" / two_epoch_run.name))
+
+
+@pytest.fixture(scope="session")
+def shared_dataset():
+    """shared_dataset(name, pattern=None) -> ../shared/datasets/<name>, the prepared corpus some tests read.
+
+    When the folder is missing (or holds nothing matching ``pattern``, e.g. ``"audio/*.flac"``) the test is
+    skipped, except under CI (``CI=true``), where the data is expected and a missing dataset fails the test."""
+
+    def find(name: str, pattern: str | None = None) -> Path:
+        root = SHARED_DATASETS / name
+        if root.is_dir() and (pattern is None or next(root.glob(pattern), None) is not None):
+            return root
+        what = f"no {pattern} under {root}" if root.is_dir() else f"{root} does not exist"
+        message = f"shared dataset {name!r} is missing ({what}); prepare ../shared/datasets first"
+        if os.environ.get("CI", "").strip().lower() == "true":
+            pytest.fail(f"{message}. CI=true: the shared datasets are required here, so this fails instead of "
+                        "skipping", pytrace=False)
+        pytest.skip(message)
+
+    return find
 
 
 @pytest.fixture

@@ -67,6 +67,7 @@ def test_unreadable_audio_is_named(cli, good, tmp_path, tiny, kind, needles):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_skip_bad_trains_and_lists_the_skipped_files(cli, good, tmp_path, tiny):
     bad = [_bad_file(kind, tmp_path / "audio") for kind in ("missing", "garbage", "empty")]
     manifest = _with_rows(good, bad, tmp_path / "manifest.csv")
@@ -153,6 +154,7 @@ def test_a_folder_that_is_not_a_run(cli, tmp_path, command, synth_manifest):
 
 
 # -- silence -------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_an_all_silent_class_is_legal_and_counted(cli, good, tmp_path, tiny, wav_writer):
     rng = np.random.default_rng(0)
     rows = []

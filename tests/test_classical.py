@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from clipwise.classical import CLASSICAL_MODELS, summary_features
+from clipwise.kinds.classical import CLASSICAL_MODELS, summary_features
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +24,7 @@ def test_summary_features_have_a_fixed_length_whatever_the_clip_length():
     assert only.shape == (13 * 3,)  # MFCCs, deltas and delta-deltas
 
 
+@pytest.mark.slow
 def test_svm_baseline_writes_a_full_run_folder_and_predicts(manifest, tmp_path, cli):
     out = tmp_path / "svm"
     r = cli("train", "--data", manifest, "--model", "svm_rbf", "--out", out, "train.progress=false")
@@ -43,6 +44,7 @@ def test_svm_baseline_writes_a_full_run_folder_and_predicts(manifest, tmp_path, 
     assert tops.count("tone") >= 0.75 * len(tops)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", sorted(set(CLASSICAL_MODELS) - {"svm_rbf"}))
 def test_every_baseline_trains(manifest, tmp_path, cli, model):
     r = cli("train", "--data", manifest, "--model", model, "--out", tmp_path / model, "train.progress=false")
@@ -50,8 +52,9 @@ def test_every_baseline_trains(manifest, tmp_path, cli, model):
     assert json.loads((tmp_path / model / "summary.json").read_text())["test"]["accuracy"] > 0.25
 
 
+@pytest.mark.slow
 def test_features_are_cached_per_clip(manifest, tmp_path, cli, monkeypatch):
-    import clipwise.classical as classical
+    import clipwise.kinds.classical as classical
 
     assert cli("train", "--data", manifest, "--model", "logreg", "--out", tmp_path / "a",
                "train.progress=false").rc == 0

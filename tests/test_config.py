@@ -224,3 +224,17 @@ def test_describe_config_lists_every_key_with_its_default():
     assert "  lr: 0.002" in lines
     assert any(line.startswith("  sample_rate: auto  # ") for line in lines)
     assert "  manifest: null  # the manifest CSV (set by --data)" in lines
+
+
+def test_each_choice_is_declared_once_and_matches_what_acts_on_it():
+    """The config declares the allowed values; the frontend registry and the sweep samplers agree with it."""
+    from clipwise import config as cfg
+    from clipwise.frontends import FRONTENDS
+    from clipwise.models.registry import MODELS
+    from clipwise.sweep.space import SAMPLERS
+
+    assert set(cfg.FRONTEND_NAMES) == set(FRONTENDS.names())
+    assert SAMPLERS == cfg.SWEEP_SAMPLERS
+    assert cfg.DEFAULT_MODEL in MODELS and cfg.Config().model.name == cfg.DEFAULT_MODEL
+    with pytest.raises(ConfigError, match="pad_mode"):
+        load_config(overrides=["data.pad_mode=mirror"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.optimize import check_grad
 
-from clipwise.ensemble import build_ensemble, fit_temperature, learn_weights, temper
+from clipwise.kinds.ensemble import build_ensemble, fit_temperature, learn_weights, temper
 from clipwise.run import RunFolder
 
 LABELS = ["a", "b", "c", "d"]
@@ -19,6 +19,7 @@ def _member(root, y: np.ndarray, knows: np.ndarray, seed: int) -> RunFolder:
     """A run whose saved predictions are confident and right where ``knows``, and vague elsewhere."""
     rng = np.random.default_rng(seed)
     run = RunFolder(root)
+    run.write_info(kind="deep", task="multiclass")
     run.save_labels(LABELS)
     run.save_config_yaml({"train": {"monitor": "val_accuracy"}})
     for split in ("val", "test"):
@@ -83,6 +84,7 @@ def test_temperature_scaling_recovers_how_far_scores_are_from_calibrated():
 
 def _scored_member(root, y: np.ndarray, probs: np.ndarray) -> RunFolder:
     run = RunFolder(root)
+    run.write_info(kind="deep", task="multiclass")
     run.save_labels(LABELS)
     run.save_config_yaml({"train": {"monitor": "val_accuracy"}})
     for split in ("val", "test"):
@@ -166,6 +168,7 @@ def test_members_must_share_labels_and_clips(tmp_path):
         build_ensemble([a.root], tmp_path / "e")
 
 
+@pytest.mark.slow
 def test_an_ensemble_of_trained_runs_evaluates_and_predicts(synth_manifest, tmp_path, cli, tiny):
     for name, extra in (("low", "frontend.f_max=2000"), ("high", "frontend.f_min=2000")):
         r = cli("train", "--data", synth_manifest, "--out", tmp_path / name, "--epochs", "3", *tiny, extra)
@@ -180,12 +183,12 @@ def test_an_ensemble_of_trained_runs_evaluates_and_predicts(synth_manifest, tmp_
     assert r.rc == 0, r.err
     # re-scoring the audio through both members reproduces the ensemble's saved test scores
     assert json.loads(r.out)["metrics"]["accuracy"] == pytest.approx(summary["test"]["accuracy"])
-    from clipwise.infer.predictor import Predictor
+    from clipwise.kinds import load_run
 
-    ens = Predictor.from_run(tmp_path / "ens")
+    ens = load_run(tmp_path / "ens")
     files = sorted((synth_manifest.parent / "audio" / "tone").glob("*.wav"))[:3]
     mixed = ens.predict_files(files)
-    parts = [Predictor.from_run(tmp_path / n).predict_files(files) for n in ("low", "high")]
+    parts = [load_run(tmp_path / n).predict_files(files) for n in ("low", "high")]
     np.testing.assert_allclose(mixed, weights[0] * temper(parts[0], temps[0]) + weights[1] * temper(parts[1], temps[1]),
                                atol=1e-6)
     r = cli("predict", tmp_path / "ens", *files, "--format", "csv")
@@ -204,7 +207,7 @@ def test_an_ensemble_of_trained_runs_evaluates_and_predicts(synth_manifest, tmp_
     shutil.move(tmp_path / "ens", tmp_path / "moved" / "ens")
     for n in ("low", "high"):
         shutil.rmtree(tmp_path / n)
-    np.testing.assert_allclose(Predictor.from_run(tmp_path / "moved" / "ens").predict_files(files), mixed, atol=1e-6)
+    np.testing.assert_allclose(load_run(tmp_path / "moved" / "ens").predict_files(files), mixed, atol=1e-6)
     r = cli("evaluate", tmp_path / "moved" / "ens", "--format", "json")
     assert r.rc == 0, r.err
     assert json.loads(r.out)["metrics"]["accuracy"] == pytest.approx(summary["test"]["accuracy"])
@@ -222,10 +225,10 @@ def test_an_ensemble_whose_members_hold_no_model_points_at_them(tmp_path):
 
     shutil.rmtree(a.root)
     from clipwise.errors import RunError
-    from clipwise.infer.predictor import Predictor
+    from clipwise.kinds import load_run
 
     with pytest.raises(RunError, match="are gone.*rebuild it with `clipwise ensemble`"):
-        Predictor.from_run(out)
+        load_run(out)
 
 
 def _ml_member(root, y: np.ndarray, knows: list[int], seed: int) -> RunFolder:
@@ -233,6 +236,7 @@ def _ml_member(root, y: np.ndarray, knows: list[int], seed: int) -> RunFolder:
     at random."""
     rng = np.random.default_rng(seed)
     run = RunFolder(root)
+    run.write_info(kind="deep", task="multilabel")
     run.save_labels(LABELS)
     run.save_config_yaml({"data": {"task": "multilabel"}, "train": {"monitor": "val_lwlrap"}})
     for split in ("val", "test"):
@@ -256,7 +260,7 @@ def test_multilabel_members_make_a_multilabel_ensemble_better_than_either(tmp_pa
     members = [m["test_lwlrap"] for m in s["members"].values()]
     assert max(members) < 0.96 and s["test"]["lwlrap"] == pytest.approx(1.0) and "accuracy" not in s["test"]
     ens = RunFolder(out)
-    assert ens.is_multi_label()
+    assert ens.task.multi_label
     thresholds = json.loads(ens.thresholds_path.read_text())
     assert thresholds["tuned_on"] == "val" and set(thresholds["thresholds"]) == set(LABELS)
     _, probs, truth = ens.load_predictions("test")

@@ -25,7 +25,6 @@ TOL_DB = 1e-3
 TOL_MFCC = 2e-3
 FLOOR_DB = -80.0
 BELOW_PEAK_DB = 70.0
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 def _reference_db(x: np.ndarray, sample_rate: int, fe: LogMel, *, n_mels: int, f_min: float, f_max: float):
@@ -53,12 +52,10 @@ def _chirp(sample_rate: int, *, duration_seconds: float = 0.5, noise: float = 0.
     return x.astype(np.float32)
 
 
-def _real_clip(dataset: str) -> tuple[np.ndarray, int]:
-    """The loudest second of the first file of a shared dataset (at its stored rate)."""
-    folder = SHARED / dataset / "audio"
-    files = sorted(folder.glob("*.flac")) if folder.is_dir() else []
-    if not files:
-        pytest.skip(f"shared dataset {dataset!r} not found under {SHARED}; run the dataset preparation first")
+def _real_clip(root: Path) -> tuple[np.ndarray, int]:
+    """The loudest second of the first file of a shared dataset (``shared_dataset(name, "audio/*.flac")``), at
+    its stored rate."""
+    files = sorted((root / "audio").glob("*.flac"))
     x, sample_rate = sf.read(files[0], dtype="float32", always_2d=True)
     x = x.mean(axis=1)
     if len(x) > sample_rate:
@@ -85,8 +82,8 @@ def _assert_logmel_matches_librosa(x: np.ndarray, sample_rate: int, **params) ->
 
 
 @pytest.mark.parametrize("dataset", ["esc50_16k", "fsdd"])
-def test_logmel_matches_librosa_on_real_audio(dataset):
-    x, sample_rate = _real_clip(dataset)
+def test_logmel_matches_librosa_on_real_audio(dataset, shared_dataset):
+    x, sample_rate = _real_clip(shared_dataset(dataset, "audio/*.flac"))
     _assert_logmel_matches_librosa(x, sample_rate, n_mels=40)
 
 
@@ -133,8 +130,9 @@ def test_batch_items_are_independent():
 
 
 @pytest.mark.parametrize("source", ["esc50_16k", "fsdd", "chirp"])
-def test_mfcc_matches_librosa(source):
-    x, sample_rate = (_chirp(16000, noise=1e-3), 16000) if source == "chirp" else _real_clip(source)
+def test_mfcc_matches_librosa(source, shared_dataset):
+    x, sample_rate = ((_chirp(16000, noise=1e-3), 16000) if source == "chirp"
+                      else _real_clip(shared_dataset(source, "audio/*.flac")))
     fe = MFCC(sample_rate=sample_rate, n_mels=40, n_mfcc=13)
     ours = fe(torch.from_numpy(x)[None])[0].double().numpy()
     ref_db = _reference_db(x, sample_rate, fe.logmel, n_mels=40, f_min=20.0, f_max=sample_rate / 2)

@@ -14,6 +14,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import soundfile as sf
 
 
@@ -41,6 +42,7 @@ def test_exact_duplicate_across_splits_is_refused(synth_manifest, tmp_path, cli,
     assert "copy.flac" in r.err
 
 
+@pytest.mark.slow
 def test_validation_above_clean_training_is_noted(make_manifest, tmp_path, cli, tiny):
     """Noisy training labels hold the clean-training score down while validation (correct labels) is easy."""
     df = _absolute(make_manifest("flaw_val", n_per_class=12))
@@ -61,6 +63,7 @@ def test_validation_above_clean_training_is_noted(make_manifest, tmp_path, cli, 
     assert "is better than the clean-training accuracy" in notes and "Augmentation was on (mixup alpha" in notes
 
 
+@pytest.mark.slow
 def test_a_model_that_learns_nothing_is_called_out(synth_manifest, tmp_path, cli, tiny):
     r = cli("train", "--data", synth_manifest, "--out", tmp_path / "run", "--epochs", "3", *tiny, "optim.lr=1e-9")
     assert r.rc == 0, r.err
@@ -69,6 +72,7 @@ def test_a_model_that_learns_nothing_is_called_out(synth_manifest, tmp_path, cli
     assert "is at or below the majority-class baseline" in notes
 
 
+@pytest.mark.slow
 def test_features_that_produce_nan_stop_the_run_with_a_hint(synth_manifest, tmp_path, cli, tiny):
     r = cli("train", "--data", synth_manifest, "--out", tmp_path / "run", "--epochs", "5", *tiny, "optim.lr=1e6",
             "frontend.normalize=false", "train.grad_clip=null")

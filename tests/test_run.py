@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from clipwise.errors import ConfigError, RunError
-from clipwise.run import RunFolder, atomic_path, atomic_write_text
+from clipwise._io import atomic_path, atomic_write_text
+from clipwise.run import RunFolder
 
 LABELS = ["dog", "NA", "rain, heavy"]  # "NA" must not become NaN; a comma must survive the CSV
 
@@ -17,6 +18,7 @@ LABELS = ["dog", "NA", "rain, heavy"]  # "NA" must not become NaN; a comma must 
 @pytest.fixture
 def run(tmp_path):
     run = RunFolder(tmp_path / "run")
+    run.write_info(kind="deep", task="multiclass")
     run.save_config_yaml({"model": {"name": "cnn"}, "train": {"lr": 0.000123456789, "epochs": 3}})
     run.save_labels(LABELS)
     return run

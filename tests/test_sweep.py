@@ -26,6 +26,7 @@ def _sweep(cli, manifest, space, out, tiny, *extra):
                *extra, *tiny)
 
 
+@pytest.mark.slow
 def test_a_grid_sweep_resumes_after_an_interruption(synth_manifest, space, tmp_path, cli, tiny):
     out = tmp_path / "sweep"
     r = _sweep(cli, synth_manifest, space, out, tiny, "--trials", "2")
@@ -48,6 +49,7 @@ def test_a_grid_sweep_resumes_after_an_interruption(synth_manifest, space, tmp_p
     assert "Ranked by validation accuracy" in (out / "leaderboard.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_trial_of_a_killed_process_is_tried_again(synth_manifest, space, tmp_path, cli, tiny):
     out = tmp_path / "sweep"
     out.mkdir()
@@ -124,6 +126,7 @@ def test_the_ablations_users_ask_about_are_one_search_space(tmp_path):
         load_space(path)
 
 
+@pytest.mark.slow
 def test_a_cross_validated_sweep_scores_each_trial_by_its_folds_mean(make_manifest, tmp_path, cli, tiny):
     manifest = make_manifest("cv4x6")
     space = tmp_path / "space.yaml"
@@ -178,7 +181,7 @@ def _fake_training(monkeypatch, fail):
 
     calls = []
 
-    def train(cfg, out, resume=False):
+    def train(cfg, out, resume=False, callbacks=()):
         calls.append((Path(out).name, cfg.data.pad_mode, cfg.frontend.n_mels))
         error = fail(calls[-1][1:], len(calls))
         if error is not None:
@@ -218,13 +221,14 @@ def test_a_grid_trial_stopped_by_ctrl_c_is_tried_again_and_the_grid_completes(sy
 def test_a_trial_whose_heartbeat_went_silent_on_another_machine_is_tried_again(synth_manifest, space, tmp_path,
                                                                                cli, tiny, monkeypatch):
     """A worker on another machine sharing the study dies: its pid means nothing here, but its trial stops
-    beating; once the grace period is over, the next worker fails it and queues its values in its folder."""
-    import time
+    beating; once the grace period is over, the next worker fails it and queues its values in its folder.
+
+    No waiting on the clock: the trial's last heartbeat is moved back in study.db to before the grace period."""
+    import sqlite3
+    from datetime import datetime, timedelta
 
     from clipwise import sweep
 
-    monkeypatch.setattr(sweep, "HEARTBEAT_SECONDS", 1)
-    monkeypatch.setattr(sweep, "GRACE_SECONDS", 1)
     calls = _fake_training(monkeypatch, lambda values, call: None)
     out = tmp_path / "sweep"
     out.mkdir()
@@ -238,7 +242,14 @@ def test_a_trial_whose_heartbeat_went_silent_on_another_machine_is_tried_again(s
     params = trial.params
     assert sweep._revive_cut_off_trials(study, out) == 0  # still beating, maybe still working: left alone
     assert study.trials[0].state == optuna.trial.TrialState.RUNNING
-    time.sleep(2.5)
+    db = sqlite3.connect(out / "study.db")  # silent since a minute before the grace period began
+    with db:
+        (beat,) = db.execute("SELECT heartbeat FROM trial_heartbeats WHERE trial_id = ?",
+                             (trial._trial_id,)).fetchone()
+        silent = datetime.fromisoformat(beat) - timedelta(seconds=sweep.GRACE_SECONDS + 60)
+        db.execute("UPDATE trial_heartbeats SET heartbeat = ? WHERE trial_id = ?",
+                   (silent.isoformat(sep=" ", timespec="microseconds"), trial._trial_id))
+    db.close()
     r = _sweep(cli, synth_manifest, space, out, tiny, "--trials", "1", "--sampler", "random")
     assert r.rc == 0, r.err
     assert "1 trial(s) cut off earlier will be tried again" in r.out
@@ -295,6 +306,7 @@ def test_workers_that_create_the_study_together_retry_the_schema_race(tmp_path, 
         sweep._open_storage(tmp_path / "other.db", attempts=2)
 
 
+@pytest.mark.slow
 def test_a_multilabel_sweep_optimises_lwlrap_without_being_told(make_manifest, tmp_path, cli, tiny):
     """train.monitor=auto means lwlrap for a multi-label manifest; the sweep used to optimise accuracy, which a
     multi-label run does not have, and every trial failed."""
@@ -318,6 +330,7 @@ def test_a_multilabel_sweep_optimises_lwlrap_without_being_told(make_manifest, t
     assert "Ranked by validation lwlrap" in (out / "leaderboard.md").read_text()
 
 
+@pytest.mark.slow
 def test_prune_stops_a_trial_that_falls_below_the_finished_ones(synth_manifest, tmp_path, cli, tiny):
     """With --prune each epoch's validation score is reported; a trial below the median of finished trials at
     the same epoch (here: five that scored 1.0 every epoch) is stopped at the first epoch the rule may judge."""
@@ -354,6 +367,7 @@ def test_prune_stops_a_trial_that_falls_below_the_finished_ones(synth_manifest, 
     assert len(pd.read_csv(RunFolder(out / done.user_attrs["run"]).metrics_path)) == 6
 
 
+@pytest.mark.slow
 def test_a_pruned_cross_validation_trial_stops_in_its_first_fold(make_manifest, tmp_path, cli, tiny):
     from clipwise import sweep
 
@@ -383,6 +397,7 @@ def test_prune_is_refused_where_there_are_no_epochs_to_judge(synth_manifest, spa
     assert r.rc == 2 and "--prune" in r.err and "logreg" in r.err
 
 
+@pytest.mark.slow
 def test_jobs_starts_helper_processes_on_the_same_study(synth_manifest, space, tmp_path, cli, tiny):
     from clipwise.sweep import helper_argv
 

@@ -13,6 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from clipwise.config import DEFAULT_MODEL, SWEEP_SAMPLERS, USE_CASES
 from clipwise.errors import ClipwiseError, ConfigError
 
 
@@ -39,42 +40,17 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from clipwise.models import list_models
+    from clipwise._console import print_model_list
+    from clipwise.kinds import known_models
 
     if args.compare or args.use_case:
-        return _compare_models(args)
-    print(f"{'name':26s} {'family':14s} description")
-    for entry in list_models():
-        default = " (default)" if entry.name == "audiocnn" else ""
-        print(f"{entry.name:26s} {entry.family:14s} {entry.description}{default}")
-    print("\nAny other timm model name also works as a backbone (see timm.list_models()).")
-    return 0
+        from clipwise.models.compare import print_comparison
 
-
-def _compare_models(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from clipwise.frontends import n_frames, stft_sizes
-    from clipwise.models.compare import as_rows, measure_models, recommend
-
-    sr = args.sample_rate
-    _, hop, _ = stft_sizes(sample_rate=sr, win_ms=25.0, hop_ms=10.0, n_fft=None)
-    size = (args.n_mels, n_frames(int(args.seconds * sr), hop))
-    names = args.only.split(",") if args.only else None
-    print(f"measuring on a {size[0]} x {size[1]} spectrogram ({args.seconds} s at {sr} Hz, {args.n_mels} mels), "
-          f"{__import__('torch').get_num_threads()} torch threads ...", flush=True)
-    measures = measure_models(names, input_size=size, batch=args.batch, runs=args.runs)
-    frame = pd.DataFrame(as_rows(measures))
-    frame["MMACs"] = (frame["macs"] / 1e6).round(1)
-    cols = ["name", "family", "params", "MMACs", "latency_ms_b1", "latency_ms_b32", "activation_mib", "accuracy",
-            "accuracy_runs"]
-    print(frame[cols].round(3).to_string(index=False))
-    if args.out:
-        frame.to_csv(args.out, index=False)
-        print(f"wrote {args.out}")
-    if args.use_case:
-        best, why = recommend(measures, args.use_case)
-        print(f"\nrecommended for {args.use_case}: {best.name} - {why}")
+        print_comparison(only=args.only.split(",") if args.only else None, seconds=args.seconds,
+                         sample_rate=args.sample_rate, n_mels=args.n_mels, batch=args.batch, runs=args.runs,
+                         out=args.out, use_case=args.use_case)
+        return 0
+    print_model_list(known_models(), default=DEFAULT_MODEL)
     return 0
 
 
@@ -90,6 +66,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from clipwise.data.recipes import prepare
 
     columns = {k: v for k, v in vars(args).items() if k.endswith("_column") and v}
+    if args.download:
+        from clipwise.data.recipes import DOWNLOADS
+
+        if args.source not in DOWNLOADS or not args.root:
+            raise ConfigError(f"--download fetches a recipe's data into --root DIR; recipes with a download: "
+                              f"{', '.join(sorted(DOWNLOADS))}")
+        DOWNLOADS[args.source](args.root)
     df = prepare(args.source, root=args.root, **columns)
     out = write_manifest(df, args.out)
     counts = df["label"].value_counts()
@@ -99,30 +82,22 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _config_from_args(args: argparse.Namespace, *, base: dict | None = None):
-    """The run config from --config, the shortcut flags and key=value overrides (shared by train and cv)."""
-    from clipwise.config import load_config
-    from clipwise.models import is_known_model
+    """The run config from --config, the shortcut flags and key=value overrides (train, cv, sweep, lr-find)."""
+    from clipwise.api import make_config
 
-    overrides = list(args.overrides)
-    for flag, key in (("data", "data.manifest"), ("model", "model.name"), ("epochs", "train.epochs"),
-                      ("test_fold", "data.test_fold")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides.insert(0, f"{key}={Path(value).resolve() if flag == 'data' else value}")
+    flags = {key: getattr(args, key, None) for key in ("epochs", "test_fold")}
+    flags = {k: v for k, v in flags.items() if v is not None}
     if args.skip_bad:
-        overrides.insert(0, "data.skip_bad=true")
+        flags["skip_bad"] = True
     if args.allow_leakage:
-        overrides.insert(0, "data.allow_leakage=true")
-    config = load_config(args.config, overrides=overrides, base=base)
-    if not is_known_model(config.model.name):
-        from clipwise.models.registry import MODELS
-
-        raise ConfigError(MODELS.unknown_message(config.model.name) + " Any timm model name also works.")
-    return config
+        flags["allow_leakage"] = True
+    return make_config(args.data, model=args.model, config=args.config, overrides=args.overrides, base=base,
+                       **flags)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from clipwise.train.fit import train
+    from clipwise._console import print_run_summary
+    from clipwise.kinds import train_run
 
     if args.cv is not None:  # `train --cv [K]` is `cv [--folds K]`
         if args.resume or args.test_fold is not None:
@@ -130,163 +105,63 @@ def cmd_train(args: argparse.Namespace) -> int:
                               "continue a cross-validation)")
         args.folds, args.only = (args.cv or None), None
         return cmd_cv(args)
-
-    base = None
-    out = args.out
+    base, out = None, args.out
     if args.resume:
         from clipwise.run import RunFolder
 
         run = RunFolder.open(args.resume)
-        base = run.load_config_dict()
-        out = str(run.root)
-        if not run.last_checkpoint.is_file():
+        base, out = run.load_config_dict(), str(run.root)
+        if run.kind == "deep" and not run.last_checkpoint.is_file():
             raise ConfigError(f"cannot resume {run.root}: checkpoints/last.ckpt is missing (no epoch finished)")
     config = _config_from_args(args, base=base)
-    from clipwise.classical import is_classical, train_classical
-
-    if is_classical(config.model.name):
-        if args.resume:
-            raise ConfigError("a classical baseline trains in one go; there is nothing to resume")
-        run_dir = train_classical(config, out=out)
-    else:
-        run_dir = train(config, out=out, resume=bool(args.resume))
-    _print_summary(run_dir)
+    print_run_summary(train_run(config, out=out, resume=bool(args.resume)))
     return 0
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
+    from clipwise._console import print_cv_summary
     from clipwise.train.cv import cross_validate
 
     config = _config_from_args(args)
     only = [int(k) for k in args.only.split(",")] if args.only else None
-    root = cross_validate(config, out=args.out, folds=args.folds, only=only)
-    summary = json.loads((root / "cv_summary.json").read_text())
-    print(f"\ncross-validation folder: {root}")
-    multi = summary.get("task") == "multilabel"
-    for key in ("lwlrap", "mAP", "macro_f1") if multi else ("accuracy", "balanced_accuracy", "macro_f1"):
-        if key not in summary["mean"]:
-            continue
-        m = summary["mean"][key]
-        print(f"  {key:18s} {m['mean']:.4f} ± {m['std']:.4f}  95 % interval [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"
-              f"  ({m['n']} folds)")
-    print(f"  report: {root / 'report.md'}")
+    print_cv_summary(cross_validate(config, out=args.out, folds=args.folds, only=only))
     return 0
-
-
-def _print_summary(run_dir: Path) -> None:
-    from clipwise.run import RunFolder
-
-    run = RunFolder(run_dir)
-    if not run.summary_path.is_file():
-        return
-    summary = run.load_summary()
-    print(f"\nrun folder: {run.root}")
-    for split in ("train_clean", "val", "test"):
-        if split in summary:
-            m = summary[split]
-            head = f"lwlrap {m['lwlrap']:.4f}  mAP {m['mAP']:.4f}" if "lwlrap" in m else f"accuracy {m['accuracy']:.4f}"
-            print(f"  {split:12s} {head}  macro-F1 {m['macro_f1']:.4f}  n={m['n']}")
-    print(f"  best epoch {summary.get('best_epoch')} of {summary.get('epochs_run')}; report: {run.report_path}")
-    if summary.get("diverged"):
-        print(f"warning: training diverged: {summary['diverged']}", file=sys.stderr)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from clipwise.infer.evaluate import evaluate_run
+    from clipwise._console import print_evaluation, print_recompute
+    from clipwise.run import RunFolder
 
     if args.recompute:
-        return _recompute(args)
-    result = evaluate_run(args.run, data=args.data, split=args.split, checkpoint=args.checkpoint)
-    if args.format == "json":
-        print(json.dumps(result, indent=2))
-    else:
-        m = result["metrics"]
-        print(f"{result['source']} ({m['n']} clips, checkpoint {result['checkpoint']})")
-        keys = (("lwlrap", "mAP", "macro_f1", "micro_f1", "loss") if "lwlrap" in m
-                else ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy", "loss"))
-        for key in keys:
-            print(f"  {key:18s} {m[key]:.4f}")
-        print(f"predictions: {result['predictions']}")
-    return 0
+        from clipwise.infer.recompute import recompute_run
 
-
-def _recompute(args: argparse.Namespace) -> int:
-    from clipwise.infer.recompute import recompute_run
-
-    if args.data or args.split:
-        raise ConfigError("--recompute checks the run's own numbers; leave out --data and --split")
-    result = recompute_run(args.run, tolerance=args.tolerance)
-    if args.format == "json":
-        print(json.dumps(result, indent=2))
+        if args.data or args.split:
+            raise ConfigError("--recompute checks the run's own numbers; leave out --data and --split")
+        result = recompute_run(args.run, tolerance=args.tolerance)
+        print_recompute(result, fmt=args.format)
         return 0 if result["ok"] else 1
-    bad = [c for c in result["checks"] if not c["ok"]]
-    print(f"{len(result['checks'])} numbers recomputed from the predictions and the checkpoint "
-          f"(tolerance {result['tolerance']:g}): {len(bad)} differ")
-    for c in bad:
-        print(f"  {c['check']}: {c['key']} stated {c['stated']:.6g}, recomputed {c['recomputed']:.6g}")
-    probs = [c for c in result["checks"] if c["key"] == "max |probability|"]
-    for c in probs:
-        print(f"  {c['check']}: largest probability difference {c['recomputed']:.2e}")
-    if result["report_diff"]:
-        print(f"report.md differs from a regenerated one in {len(result['report_diff'])} line(s):")
-        print("\n".join(f"  {ln}" for ln in result["report_diff"][:20]))
-    else:
-        print("report.md regenerates identically")
-    print("all numbers reproduce" if result["ok"] else "some numbers do NOT reproduce (details: recompute.json)")
-    return 0 if result["ok"] else 1
+    from clipwise.infer.evaluate import evaluate_run
+
+    result = evaluate_run(args.run, data=args.data, split=args.split, checkpoint=args.checkpoint)
+    print_evaluation(result, task_name=RunFolder.open(args.run).task.name, fmt=args.format)
+    return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from clipwise.infer.predictor import Predictor, find_audio
-    from clipwise.run import RunFolder
+    from clipwise._console import print_predictions
+    from clipwise.api import load
+    from clipwise.infer.predictor import find_audio
 
     files = find_audio(args.paths)
-    predictor = Predictor.from_run(args.run, checkpoint=args.checkpoint)
-    probs = predictor.predict_files(files)
-    top = predictor.top_k(probs, k=args.top_k)
-    tags = None
-    if getattr(predictor, "multi_label", False):
-        # a multi-label run's decision: every label at or above its threshold (tuned on validation)
-        run = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent  # run/checkpoints/x.ckpt
-        cut = RunFolder(run).threshold_array(predictor.labels)
-        tags = [[lab for lab, p, c in zip(predictor.labels, row, cut) if p >= c] for row in probs]
-    _print_predictions(files, top, fmt=args.format, tags=tags)
+    model = load(args.run, checkpoint=args.checkpoint)
+    probs = model.scorer.predict_files(files)
+    top = model.scorer.top_k(probs, k=args.top_k)
+    tags = model.task.decide(probs, model.labels, model.thresholds()) if model.task.multi_label else None
+    print_predictions(files, top, fmt=args.format, tags=tags)
     return 0
 
 
-def _print_predictions(files: list[Path], top: list[list[tuple[str, float]]], *, fmt: str,
-                       tags: list[list[str]] | None = None) -> None:
-    """``tags``: a multi-label run's labels at or above their thresholds, per file (None: single-label)."""
-    if fmt == "json":
-        rows = [{"path": str(f), **({"tags": tags[i]} if tags is not None else {}),
-                 "top": [{"label": lab, "probability": round(p, 6)} for lab, p in t]}
-                for i, (f, t) in enumerate(zip(files, top))]
-        print(json.dumps(rows, indent=2))
-    elif fmt == "csv":
-        import csv
-
-        k = len(top[0]) if top else 0
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["path"] + (["tags"] if tags is not None else [])
-                        + [c for i in range(1, k + 1) for c in (f"label_{i}", f"prob_{i}")])
-        for i, (f, t) in enumerate(zip(files, top)):
-            writer.writerow([str(f)] + ([";".join(tags[i])] if tags is not None else [])
-                            + [c for lab, p in t for c in (lab, f"{p:.6f}")])
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table("file", *(["tags"] if tags is not None else []),
-                      *[f"#{i + 1}" for i in range(len(top[0]) if top else 0)])
-        for i, (f, t) in enumerate(zip(files, top)):
-            table.add_row(str(f), *(["; ".join(tags[i]) or "-"] if tags is not None else []),
-                          *[f"{lab} {p:.3f}" for lab, p in t])
-        Console().print(table)
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    import json
-
     from clipwise.data.check import check_manifest
     from clipwise.data.manifest import read_manifest
 
@@ -297,16 +172,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from clipwise.evaluate.compare import collect, leaderboard_markdown, resolve_metric, write_leaderboard
+    from clipwise.evaluate.compare import collect, leaderboard_csv, leaderboard_markdown, resolve_metric, \
+        write_leaderboard
 
     args.metric = resolve_metric(args.paths, args.metric, split=args.split)
     entries = collect(args.paths, metric=args.metric, split=args.split)
     if args.format == "csv":
-        import dataclasses
-
-        import pandas as pd
-
-        print(pd.DataFrame([dataclasses.asdict(e) for e in entries]).to_csv(index=False), end="")
+        print(leaderboard_csv(entries), end="")
     else:
         print(leaderboard_markdown(entries, metric=args.metric, split=args.split), end="")
     if args.out:
@@ -316,49 +188,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    import subprocess
-
-    from clipwise.sweep import helper_argv, load_space, refresh_leaderboard, run_sweep
+    from clipwise.sweep import load_space, sweep_with_helpers
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     space = load_space(args.space)
     config = _config_from_args(args)
-    helpers, logs = [], []
     if args.worker_threads:
         config.train.threads = args.worker_threads
-    if args.jobs > 1:
-        if config.train.threads is None:  # share the cores instead of every process taking all of them
-            config.train.threads = max(1, (os.cpu_count() or 1) // args.jobs)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "clipwise", *helper_argv(args.argv, threads=config.train.threads)]
-        for i in range(1, args.jobs):
-            logs.append(out / f"worker{i}.log")
-            with open(logs[-1], "a") as log:
-                helpers.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
-        print(f"{len(helpers)} more worker process(es) share the study (logs: {', '.join(map(str, logs))}); "
-              f"{config.train.threads} torch thread(s) each", flush=True)
-    try:
-        board = run_sweep(config, space, args.out, trials=args.trials, sampler=args.sampler, metric=args.metric,
-                          seed=args.seed, cv=args.cv, prune=args.prune)
-    except BaseException:  # interrupted or failed: stop the helpers too (their trials are retried on a re-run)
-        for p in helpers:
-            p.terminate()
-        for p in helpers:
-            p.wait()
-        raise
-    codes = [p.wait() for p in helpers]
-    if helpers:  # the last trial to finish may have been a helper's
-        board = refresh_leaderboard(args.out)
-    print(f"\nsweep folder: {args.out} ({len(board)} finished trials; leaderboard.md, leaderboard.csv)")
-    if len(board):
-        print(board.head(10).to_string(index=False))
-    failed = [str(log) for log, code in zip(logs, codes) if code != 0]
-    if failed:
-        print(f"clipwise sweep: error: worker process(es) failed; see {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    return sweep_with_helpers(config, space, args.out, argv=args.argv, jobs=args.jobs, trials=args.trials,
+                              sampler=args.sampler, metric=args.metric, seed=args.seed, cv=args.cv, prune=args.prune)
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
@@ -373,23 +212,11 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from clipwise.ensemble import build_ensemble
-    from clipwise.run import RunFolder
+    from clipwise._console import print_ensemble
+    from clipwise.kinds.ensemble import build_ensemble
 
     calibrate = {"auto": None, "on": True, "off": False}[args.calibrate]
-    out = build_ensemble(args.runs, args.out, weights=args.weights, calibrate=calibrate)
-    summary = json.loads((out / "summary.json").read_text())
-    spec = json.loads(RunFolder(out).ensemble_path.read_text())
-    print(f"ensemble folder: {out}")
-    for name, w, t in zip(spec["names"], spec["weights"], spec["temperatures"]):
-        scores = summary["members"].get(name, {})
-        print(f"  {name:30s} weight {w:.3f}  temperature {t:.3f}  "
-              + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-    for split in ("val", "test"):
-        if split in summary:
-            main = "lwlrap" if "lwlrap" in summary[split] else "accuracy"
-            print(f"  {'ensemble ' + split:30s} {main} {summary[split][main]:.4f}  "
-                  f"macro-F1 {summary[split]['macro_f1']:.4f}")
+    print_ensemble(build_ensemble(args.runs, args.out, weights=args.weights, calibrate=calibrate))
     return 0
 
 
@@ -418,7 +245,7 @@ def _fold_count(text: str) -> int:
 def _run_options(s: argparse.ArgumentParser, *, data_required: bool = True) -> None:
     """The options of every command that trains (train, cv, sweep, lr-find)."""
     s.add_argument("--data", required=data_required, help="manifest CSV")
-    s.add_argument("--model", help="model name (default: audiocnn; see `clipwise models`)")
+    s.add_argument("--model", help=f"model name (default: {DEFAULT_MODEL}; see `clipwise models`)")
     s.add_argument("--config", help="YAML config file")
     s.add_argument("--epochs", type=int)
     s.add_argument("--skip-bad", action="store_true", help="skip unreadable files (listed in the run folder)")
@@ -435,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_datasets)
     s = sub.add_parser("models", help="list registered models; --compare measures them")
     s.add_argument("--compare", action="store_true", help="measure parameters, MACs, latency and memory")
-    s.add_argument("--use-case", choices=["accuracy", "speed", "balanced", "edge"], help="recommend a model")
+    s.add_argument("--use-case", choices=USE_CASES, help="recommend a model")
     s.add_argument("--runs", nargs="*", default=[], help="folders searched for run summaries (accuracy per model)")
     s.add_argument("--only", help="comma-separated model names to measure (default: all)")
     s.add_argument("--seconds", type=float, default=5.0, help="clip length of the measured input")
@@ -451,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("source", help="recipe name (see `clipwise datasets`), a folder of class folders, or a CSV")
     s.add_argument("--root", help="dataset folder (for recipes)")
     s.add_argument("--out", required=True, help="manifest CSV to write")
+    s.add_argument("--download", action="store_true", help="download and unpack the recipe's dataset into --root "
+                   "first (skipped when it is there)")
     for col in ("path", "label", "split", "fold", "group", "start", "end"):
         s.add_argument(f"--{col}-column", dest=f"{col}_column", help=f"column holding the {col} (CSV sources)")
     s.set_defaults(fn=cmd_prepare)
@@ -512,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--space", required=True, help="YAML: config key -> list of values or {low, high, log}")
     s.add_argument("--out", required=True, help="sweep folder (study.db, trial_<n>/, leaderboard); re-run to continue")
     s.add_argument("--trials", type=int, help="finished trials to reach (default: the grid size, or 20)")
-    s.add_argument("--sampler", default="tpe", choices=["grid", "random", "tpe"])
+    s.add_argument("--sampler", default="tpe", choices=SWEEP_SAMPLERS)
     s.add_argument("--metric", help="validation metric to optimise (default: the config's monitor; with auto, "
                    "accuracy, or lwlrap for multi-label data)")
     s.add_argument("--seed", type=int, default=0, help="sampler seed")

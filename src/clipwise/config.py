@@ -17,6 +17,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from clipwise.errors import ConfigError
 
 
+#: The allowed values of the config's choices, declared once here; the code that acts on them imports them.
+PAD_MODES = ("zeros", "wrap", "reflect")
+CROP_MODES = ("random", "center", "start")
+VAL_GROUPS = ("auto", "group", "ignore")
+SAMPLERS = ("shuffle", "balanced")  # data.sampler
+FRONTEND_NAMES = ("logmel", "mfcc", "logmel_mfcc")  # registered in frontends.py
+SUMMARY_FEATURES = ("logmel", "mfcc", "bands", "cqt", "spectral", "zcr")  # classical.features
+SWEEP_SAMPLERS = ("grid", "random", "tpe")  # clipwise sweep --sampler
+USE_CASES = ("accuracy", "speed", "balanced", "edge")  # clipwise models --use-case
+DEFAULT_MODEL = "audiocnn"
+
 #: train.epochs=auto: the optimiser steps a from-scratch model gets, and the epoch range that bounds them
 AUTO_EPOCH_STEPS = 1600
 AUTO_EPOCH_RANGE = (10, 200)
@@ -40,21 +51,21 @@ class DataConfig(_Section):
     clip_seconds: float | Literal["auto"] = Field(
         "auto", description="model input length; auto = 95th percentile of training durations, 0.5-10 s"
     )
-    pad_mode: Literal["zeros", "wrap", "reflect"] = "zeros"
-    train_crop: Literal["random", "center", "start"] = "random"
+    pad_mode: Literal[PAD_MODES] = "zeros"
+    train_crop: Literal[CROP_MODES] = "random"
     eval_hop_fraction: float = Field(0.5, gt=0, le=1, description="hop between scoring windows / clip length")
     val_fraction: float = Field(
         0.15, gt=0, lt=1, description="share of training rows held out for validation (at least one per class, "
         "at most half)"
     )
-    val_groups: Literal["auto", "group", "ignore"] = Field(
+    val_groups: Literal[VAL_GROUPS] = Field(
         "auto", description="hold validation out by group; auto = by row only when most of the manifest's test "
         "rows are in groups that have training rows, so validation mirrors the test protocol"
     )
     test_fraction: float = Field(0.15, gt=0, lt=1)
     test_fold: int | None = None
     batch_size: int = Field(32, ge=1)
-    sampler: Literal["shuffle", "balanced"] = Field(
+    sampler: Literal[SAMPLERS] = Field(
         "shuffle", description="balanced: draw training clips with probability 1/(clips of their class), so every "
         "class is seen about equally often (single process only)"
     )
@@ -73,7 +84,7 @@ class DataConfig(_Section):
 class FrontendConfig(_Section):
     """The waveform -> spectrogram frontend that lives inside the model."""
 
-    name: Literal["logmel", "mfcc", "logmel_mfcc"] = Field(
+    name: Literal[FRONTEND_NAMES] = Field(
         "logmel", description="logmel, mfcc, or logmel_mfcc (both stacked along the bin axis)")
     n_mels: int = Field(64, ge=8, le=512)
     win_ms: float = Field(25.0, gt=0)
@@ -88,7 +99,7 @@ class FrontendConfig(_Section):
 class ModelConfig(_Section):
     """Which network maps the (normalised) spectrogram to logits."""
 
-    name: str = "audiocnn"
+    name: str = DEFAULT_MODEL
     pretrained: bool = False
     dropout: float = Field(0.2, ge=0, lt=1)
     params: dict[str, Any] = Field(default_factory=dict, description="extra constructor arguments")
@@ -102,7 +113,7 @@ class AugmentConfig(_Section):
     freq_mask_fraction: float = Field(0.15, ge=0, le=1, description="max width of a mask / n_mels")
     time_masks: int = Field(2, ge=0)
     time_mask_fraction: float = Field(0.1, ge=0, le=1, description="max width of a mask / frames")
-    # on by default since stop 8: warp 0.1 + equalisation 6 dB lifted FSDD unseen speakers (the two hardest folds
+    # on by default: warp 0.1 + equalisation 6 dB lifted FSDD unseen speakers (the two hardest folds
     # 69.0 -> 81.4 % and 61.8 -> 71.4 %); adding time stretch cost ESC-50 17 points within its budget: BENCHMARKS.md
     freq_warp: float = Field(
         0.1, ge=0, lt=0.5, description="random scaling of the frequency axis by up to +/- this fraction (VTLP: "
@@ -211,8 +222,7 @@ class TrainConfig(_Section):
 class ClassicalConfig(_Section):
     """Summary features of the classical baselines (model.name = logreg, svm_linear, svm_rbf, hgb or mlp)."""
 
-    features: tuple[Literal["logmel", "mfcc", "bands", "cqt", "spectral", "zcr"], ...] = (
-        "logmel", "mfcc", "bands", "cqt", "spectral", "zcr")
+    features: tuple[Literal[SUMMARY_FEATURES], ...] = SUMMARY_FEATURES
     stats: tuple[Literal["mean", "std", "min", "max", "skew"], ...] = ("mean", "std")
     n_mels: int = Field(64, ge=8, le=256)
     n_mfcc: int = Field(20, ge=2, le=128)
@@ -314,6 +324,20 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def read_yaml_mapping(path: Path, *, what: str) -> Any:
+    """The YAML document in ``path`` (None for an empty file becomes ``{}``).
+
+    Raises:
+        ConfigError: the file is missing or not valid YAML, naming it as ``what``.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {path} is not valid YAML: {e}") from None
+
+
 def load_config(
     path: str | Path | None = None,
     *,
@@ -336,12 +360,7 @@ def load_config(
         tree = yaml.safe_load(yaml.safe_dump(base))  # deep copy through plain types
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        loaded = read_yaml_mapping(p, what="config file")
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(loaded).__name__}")
         for key, value in _flatten(loaded).items():

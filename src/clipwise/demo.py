@@ -5,8 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from clipwise.config import load_config
+import pandas as pd
+
+from clipwise._console import print_predictions, print_run_summary
+from clipwise.api import load, make_config
 from clipwise.data.synth import make_synthetic_dataset
+from clipwise.kinds import train_run
 
 # The demo's own settings: a small synthetic set trains to near-perfect accuracy in about two minutes on 2 cores.
 # The synthetic sounds come from one "microphone" and no speakers, so the augmentations that buy robustness to
@@ -30,28 +34,22 @@ def run_demo(*, out: Path, epochs: int | None = None) -> Path:
     Returns:
         The run folder.
     """
-    from clipwise.cli import _print_predictions, _print_summary
-    from clipwise.infer.predictor import Predictor
-    from clipwise.train.fit import train
-
     t0 = time.time()
     print(f"[1/4] generating the synthetic dataset in {out / 'data'}")
     manifest = make_synthetic_dataset(out / "data", n_per_class=DEMO_CLIPS_PER_CLASS, seed=0)
     overrides = [f"data.manifest={manifest.resolve()}", *DEMO_OVERRIDES]
     if epochs is not None:
         overrides.append(f"train.epochs={epochs}")
-    config = load_config(overrides=overrides)
+    config = make_config(overrides=overrides)
     print("[2/4] training the default model (clipwise train --data "
           f"{manifest} {' '.join(DEMO_OVERRIDES)})")
-    run_dir = train(config, out=out / "run")
+    run_dir = train_run(config, out=out / "run")
     print("[3/4] results")
-    _print_summary(run_dir)
+    print_run_summary(run_dir)
     print("[4/4] predicting a few test clips (clipwise predict RUN FILES)")
-    import pandas as pd
-
-    splits = pd.read_csv(run_dir / "splits.csv")
+    model = load(run_dir)
+    splits = pd.read_csv(model.run.splits_path)
     files = [Path(p) for p in splits.loc[splits["split"] == "test", "path"].iloc[::7].head(6)]
-    predictor = Predictor.from_run(run_dir)
-    _print_predictions(files, predictor.top_k(predictor.predict_files(files), k=3), fmt="table")
+    print_predictions(files, model.scorer.top_k(model.predict_proba(files), k=3), fmt="table")
     print(f"demo finished in {time.time() - t0:.0f} s; report: {run_dir / 'report.md'}")
     return run_dir

@@ -5,8 +5,7 @@ Layout (see docs/DESIGN.md)::
     RUN/config.yaml  labels.json  metrics.csv  summary.json  predictions_<split>.csv
     RUN/checkpoints/best.ckpt, last.ckpt    RUN/report.md    RUN/figures/*.png
 
-Every write goes to a temporary file in the same folder and is then renamed over the target, so a crash
-or a full disk never leaves a half-written file behind.
+Every write is atomic (:mod:`clipwise._io`): a crash or a full disk never leaves a half-written file behind.
 """
 
 from __future__ import annotations
@@ -14,12 +13,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import re
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,76 +24,15 @@ import pandas as pd
 import yaml
 
 from clipwise.errors import ConfigError, RunError
+from clipwise._io import FLOAT_DIGITS, atomic_write_text, to_jsonable
+from clipwise._version import __version__
+from clipwise.data.manifest import parse_labels
+from clipwise.task import Task, get_task
 
-#: Significant digits kept for floats in summary.json and metrics.csv.
-FLOAT_DIGITS = 6
 PROB_PREFIX = "p:"
-ENSEMBLE_FILE = "ensemble.json"  # its members, weights and temperatures (clipwise.ensemble)
+INFO_FILE = "run.json"  # what the run is: its kind (deep, classical, ensemble) and task, written at creation
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _REWRITE = "re-run `clipwise train --out <this folder>` to write it again"
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename.
-
-    The temporary name keeps the suffix, so writers that infer a format from it (matplotlib) work.
-    On an exception the temporary file is removed and ``path`` is left untouched.
-
-    Args:
-        path: the file to (over)write; its folder is created when missing.
-
-    Returns:
-        A context manager yielding the temporary :class:`~pathlib.Path` to write.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically; see :func:`atomic_path`."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def to_jsonable(value: Any, *, float_digits: int | None = FLOAT_DIGITS) -> Any:
-    """Convert numpy scalars and arrays, paths and tuples to plain JSON types, recursively.
-
-    Args:
-        value: a (nested) dict, list, tuple, array or scalar.
-        float_digits: significant digits kept for floats (None keeps them all). NaN and infinities
-            become ``None`` because strict JSON has no spelling for them.
-
-    Returns:
-        The converted value.
-    """
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v, float_digits=float_digits) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [to_jsonable(v, float_digits=float_digits) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        if not math.isfinite(value):
-            return None
-        return value if float_digits is None else float(f"{value:.{float_digits}g}")
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
 
 
 class RunFolder:
@@ -122,6 +57,8 @@ class RunFolder:
             reason = "the folder does not exist"
         elif not run.config_path.is_file():
             reason = "config.yaml missing"
+        elif not run.info_path.is_file():
+            reason = f"{INFO_FILE} missing"
         else:
             return run
         raise RunError(
@@ -145,9 +82,92 @@ class RunFolder:
         return self.root / "config.yaml"
 
     @property
+    def info_path(self) -> Path:
+        """run.json: the run's kind and task, written when the run is created."""
+        return self.root / INFO_FILE
+
+    def write_info(self, *, kind: str, task: Task | str, **extra: Any) -> Path:
+        """Record what the run is (see :attr:`kind`, :attr:`task`); ``extra`` keys are kept beside them."""
+        name = task.name if isinstance(task, Task) else get_task(task).name
+        return self.save_json(self.info_path, {"kind": kind, "task": name, "clipwise_version": __version__, **extra})
+
+    def info(self) -> dict[str, Any]:
+        """run.json as a dict.
+
+        Raises:
+            RunError: the file is missing or not a JSON object.
+        """
+        info = self._read(self.info_path, json.loads, "JSON")
+        if not isinstance(info, dict) or not {"kind", "task"} <= set(info):
+            raise RunError(f"{self.info_path} must hold a JSON object with 'kind' and 'task'; {_REWRITE}")
+        return info
+
+    @property
+    def kind(self) -> str:
+        """The run kind's registered name (``deep``, ``classical``, ``ensemble``): how it loads and scores."""
+        return str(self.info()["kind"])
+
+    @property
+    def task(self) -> Task:
+        """The run's :class:`~clipwise.task.Task` (single- or multi-label)."""
+        try:
+            return get_task(str(self.info()["task"]))
+        except ConfigError as e:
+            raise RunError(f"{self.info_path}: {e}") from None
+
+    @property
     def ensemble_path(self) -> Path:
-        """ensemble.json: present only in an ensemble's folder."""
-        return self.root / ENSEMBLE_FILE
+        """ensemble.json: an ensemble's members, weights and temperatures."""
+        return self.root / "ensemble.json"
+
+    @property
+    def splits_path(self) -> Path:
+        """splits.csv: path, label and split of every clip the run used."""
+        return self.root / "splits.csv"
+
+    @property
+    def estimator_path(self) -> Path:
+        """A classical baseline's fitted scikit-learn pipeline."""
+        return self.root / "model.joblib"
+
+    @property
+    def weights_path(self) -> Path:
+        """A deep model's spec and weights alone (no optimiser state), as an ensemble keeps a member."""
+        return self.root / "model.pt"
+
+    @property
+    def members_dir(self) -> Path:
+        """An ensemble's copies of its members."""
+        return self.root / "members"
+
+    @property
+    def recompute_path(self) -> Path:
+        """recompute.json, written by ``clipwise evaluate --recompute``."""
+        return self.root / "recompute.json"
+
+    @property
+    def evaluations_dir(self) -> Path:
+        """``clipwise evaluate``'s predictions and metrics."""
+        return self.root / "evaluations"
+
+    @property
+    def cv_summary_path(self) -> Path:
+        """A cross-validation folder's summary over its folds."""
+        return self.root / "cv_summary.json"
+
+    @property
+    def cv_folds_path(self) -> Path:
+        """A cross-validation folder's per-fold scores (cv_folds.csv)."""
+        return self.root / "cv_folds.csv"
+
+    @property
+    def folds_path(self) -> Path:
+        """A cross-validation folder's manifest with the fold column it used."""
+        return self.root / "folds.csv"
+
+    def fold_run(self, k: int) -> RunFolder:
+        """The run folder of fold ``k`` of a cross-validation folder."""
+        return RunFolder(self.root / f"fold{k}")
 
     @property
     def labels_path(self) -> Path:
@@ -335,28 +355,30 @@ class RunFolder:
         *,
         labels: Sequence[str] | None = None,
         thresholds: np.ndarray | float | None = None,
+        task: Task | None = None,
     ) -> Path:
         """Write ``predictions_<split>.csv`` with columns ``path, label, pred, p:<label>...``.
 
         Args:
             split: split name ("test", "val", ...).
             paths: one audio path per row.
-            y_true: true class indices, or None when unknown; a negative index marks one unknown row.
-                The ``label`` cell is empty where the truth is unknown. A multi-hot ``(N, C)`` matrix marks a
-                multi-label run: cells then hold ``;``-separated labels.
+            y_true: the task's targets (class indices, a negative index marking an unknown row; or a multi-hot
+                ``(N, C)`` matrix), or None when unknown. The ``label`` cell is empty where the truth is unknown;
+                multi-label cells hold ``;``-separated labels.
             probs: class probabilities, shape (N, C).
             labels: class names; default: the run's labels.json.
-            thresholds: multi-label runs: per-class (or one) decision threshold; ``pred`` then lists every label
-                whose probability reaches its threshold (``;``-separated, empty for none) instead of the top one.
+            thresholds: multi-label runs: per-class (or one) decision threshold for ``pred``.
+            task: default: the run's task (run.json).
 
         Returns:
             The path written.
 
         Raises:
             ConfigError: if the lengths or the number of classes disagree.
-            RunError: if ``labels`` is omitted and labels.json is missing.
+            RunError: if ``labels`` or ``task`` is omitted and the run folder lacks them.
         """
         labels = self.load_labels() if labels is None else list(labels)
+        task = self.task if task is None else task
         probs = np.asarray(probs, dtype=np.float64)
         n = len(paths)
         if probs.ndim != 2 or probs.shape != (n, len(labels)):
@@ -364,33 +386,12 @@ class RunFolder:
                 f"probs must have shape ({n}, {len(labels)}) for {n} paths and {len(labels)} labels, "
                 f"got {probs.shape}"
             )
-        names = np.asarray(labels, dtype=object)
-        multi = thresholds is not None or (y_true is not None and np.ndim(y_true) == 2)
-        if multi:
-            hot = np.zeros((n, len(labels))) if y_true is None else np.asarray(y_true, dtype=np.float64)
-            if hot.shape != (n, len(labels)):
-                raise ConfigError(f"multi-label y_true must have shape ({n}, {len(labels)}), got {hot.shape}")
-            cut = np.broadcast_to(np.asarray(0.5 if thresholds is None else thresholds, dtype=np.float64),
-                                  (len(labels),))
-            frame = pd.DataFrame({
-                "path": [os.fspath(p) for p in paths],
-                "label": [";".join(names[row > 0.5]) for row in hot],
-                "pred": [";".join(names[row >= cut]) for row in probs],
-            })
-            return self._write_predictions(split, frame, probs, labels)
-        truth = np.full(n, -1) if y_true is None else np.asarray(y_true, dtype=np.int64)
-        if truth.shape != (n,) or truth.max(initial=-1) >= len(labels):
-            raise ConfigError(
-                f"y_true must hold {n} class indices below {len(labels)} (negative = unknown), "
-                f"got shape {truth.shape} with maximum {truth.max(initial=-1)}"
-            )
-        frame = pd.DataFrame(
-            {
-                "path": [os.fspath(p) for p in paths],
-                "label": np.where(truth >= 0, names[np.maximum(truth, 0)], ""),
-                "pred": names[probs.argmax(axis=1)],
-            }
-        )
+        truth = [""] * n if y_true is None else _truth_cells(task, np.asarray(y_true), labels, n)
+        frame = pd.DataFrame({
+            "path": [os.fspath(p) for p in paths],
+            "label": truth,
+            "pred": [";".join(d) for d in task.decide(probs, labels, thresholds)],
+        })
         return self._write_predictions(split, frame, probs, labels)
 
     def _write_predictions(self, split: str, frame: pd.DataFrame, probs: np.ndarray, labels: Sequence[str]) -> Path:
@@ -403,14 +404,15 @@ class RunFolder:
         atomic_write_text(path, text)
         return path
 
-    def load_predictions(self, split: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
-        """Read ``predictions_<split>.csv``.
+    def load_predictions(self, split: str, *, task: Task | None = None
+                         ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
+        """Read ``predictions_<split>.csv`` (``task``: default the run's, from run.json).
 
         Returns:
             ``(frame, probs, y_true)``: the file as a DataFrame (``path``, ``label``, ``pred`` as strings,
             empty where unknown), the (N, C) probabilities in the order of the ``p:`` columns, and the
             true class indices (-1 where a row's label is empty), or None when no row has a label. For a
-            multi-label run (see :meth:`is_multi_label`) ``y_true`` is the (N, C) multi-hot matrix.
+            multi-label run ``y_true`` is the (N, C) multi-hot matrix.
 
         Raises:
             RunError: if the file is missing, lacks columns, names a label without a ``p:`` column, or its
@@ -433,27 +435,17 @@ class RunFolder:
         except ValueError as err:
             raise RunError(f"{path} holds a probability that is not a number ({err}); {_REWRITE}") from err
         frame[prob_cols] = probs
-        index = {lab: i for i, lab in enumerate(labels)}
-        multi = self.is_multi_label()
-        cells = [[lab for lab in str(v).split(";") if lab] if multi else ([v] if v else []) for v in frame["label"]]
-        unknown = sorted({lab for c in cells for lab in c} - set(index))
+        unknown = sorted({lab for v in frame["label"] for lab in parse_labels(v)} - set(labels))
         if unknown:
             raise RunError(f"{path} has labels without a p: column: {unknown[:5]!r}; {_REWRITE}")
-        if multi:
-            hot = np.zeros((len(frame), len(labels)))
-            for r, c in enumerate(cells):
-                hot[r, [index[lab] for lab in c]] = 1.0
-            return frame, probs, (hot if hot.any() else None)
-        y_true = frame["label"].map(lambda lab: index.get(lab, -1)).to_numpy(dtype=np.int64)
-        return frame, probs, (y_true if (y_true >= 0).any() else None)
-
-    def is_multi_label(self) -> bool:
-        """Whether the run is a multi-label one (config data.task, or tuned thresholds present)."""
-        if self.thresholds_path.is_file():
-            return True
-        if self.config_path.is_file():
-            return (self.load_config_dict().get("data") or {}).get("task") == "multilabel"
-        return False
+        task = self.task if task is None else task
+        known = (frame["label"] != "").to_numpy()
+        if not known.any():
+            return frame, probs, None
+        if task.multi_label:  # an empty cell is a clip without any of the labels
+            return frame, probs, task.encode(list(frame["label"]), labels)
+        y = task.encode(list(frame["label"].where(known, labels[0])), labels)
+        return frame, probs, np.where(known, y, -1)
 
     def _read(self, path: Path, parse: Any, kind: str) -> Any:
         if not path.is_file():
@@ -465,6 +457,19 @@ class RunFolder:
             return parse(path.read_text(encoding="utf-8"))
         except (ValueError, yaml.YAMLError) as err:  # pandas' parser errors are ValueErrors
             raise RunError(f"{path} is not valid {kind} ({err}); {_REWRITE}") from err
+
+
+def _truth_cells(task: Task, y: np.ndarray, labels: Sequence[str], n: int) -> list[str]:
+    """The ``label`` cells of known targets (empty where a class index is negative)."""
+    if task.multi_label and y.shape != (n, len(labels)):
+        raise ConfigError(f"multi-label y_true must have shape ({n}, {len(labels)}), got {y.shape}")
+    if not task.multi_label and (y.shape != (n,) or y.max(initial=-1) >= len(labels)):
+        raise ConfigError(f"y_true must hold {n} class indices below {len(labels)} (negative = unknown), "
+                          f"got shape {y.shape} with maximum {y.max(initial=-1)}")
+    names = np.asarray(labels, dtype=object)
+    if task.multi_label:
+        return [";".join(names[row > 0.5]) for row in y]
+    return [names[i] if i >= 0 else "" for i in y]
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

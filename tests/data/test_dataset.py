@@ -9,13 +9,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from clipwise.data.audio import window_starts
+from clipwise.task import get_task
 from clipwise.data.dataset import (
     AudioStore,
     TrainDataset,
     WindowDataset,
     aggregate_windows,
     collate_windows,
-    encode_targets,
 )
 
 SR = 8000
@@ -65,19 +65,19 @@ def test_store_load_without_segment_columns_resamples_and_flags_silence(write_au
     assert store.silent == [False, True]
 
 
-# --- encode_targets -------------------------------------------------------------------------------------
+# --- targets (the task's encoding) -------------------------------------------------------------------------------------
 
 
 def test_encode_targets_single_label():
     df = pd.DataFrame({"label": ["rain", "dog", "rain", "siren"]})
-    y = encode_targets(df, ["dog", "rain", "siren"])
+    y = get_task("multiclass").encode(list(df["label"]), ["dog", "rain", "siren"])
     assert y.dtype == np.int64
     np.testing.assert_array_equal(y, [1, 0, 1, 2])
 
 
 def test_encode_targets_multi_label():
     df = pd.DataFrame({"label": ["rain;dog", "siren", " dog ; siren ;", "rain"]})
-    y = encode_targets(df, ["dog", "rain", "siren"], multi_label=True)
+    y = get_task("multilabel").encode(list(df["label"]), ["dog", "rain", "siren"])
     assert y.dtype == np.float32
     np.testing.assert_array_equal(y, [[1, 1, 0], [0, 0, 1], [1, 0, 1], [0, 1, 0]])
 

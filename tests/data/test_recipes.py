@@ -8,8 +8,6 @@ import pytest
 from clipwise.data.recipes import RECIPES, list_recipes, prepare, prepare_esc50, prepare_folder, prepare_fsdd
 from clipwise.errors import ConfigError, ManifestError
 
-SHARED_DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
-
 
 def touch(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,14 +97,13 @@ def test_recipes_reject_a_missing_root(tmp_path):
         prepare_esc50(tmp_path / "nope")
 
 
-@pytest.mark.skipif(not SHARED_DATASETS.is_dir(), reason=f"shared datasets not present at {SHARED_DATASETS}")
-def test_recipes_on_the_shared_datasets():
-    esc = prepare("esc50", root=SHARED_DATASETS / "esc50_16k")
+def test_recipes_on_the_shared_datasets(shared_dataset):
+    esc = prepare("esc50", root=shared_dataset("esc50_16k"))
     assert len(esc) == 2000 and esc["label"].nunique() == 50
     assert sorted(esc["fold"].unique()) == [1, 2, 3, 4, 5]
     # ESC-50 folds keep a freesound source together, except 4 sources cut into clips of two classes
     assert (esc.groupby("group")["fold"].nunique() > 1).sum() == 4
-    fsdd = prepare("fsdd", root=SHARED_DATASETS / "fsdd")
+    fsdd = prepare("fsdd", root=shared_dataset("fsdd"))
     assert len(fsdd) == 3000 and sorted(fsdd["label"].unique()) == [str(d) for d in range(10)]
     assert (fsdd["split"] == "test").sum() == 300 and fsdd["group"].nunique() == 6
     for df in (esc, fsdd):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipwise.data.splits import assign_splits, seen_group_protocol, shared_groups, split_summary
+from clipwise.data.splits import assign_splits, seen_group_protocol, shared_groups
 from clipwise.errors import ConfigError, ManifestError
 
 
@@ -213,15 +213,6 @@ def test_a_single_group_cannot_be_held_out():
 def test_bad_fractions(kwargs):
     with pytest.raises(ConfigError, match="fraction"):
         assign_splits(grouped(), **kwargs)
-
-
-def test_split_summary_counts_each_label_of_multi_label_rows():
-    df = pd.DataFrame({"label": ["a", "a;b", "b", "a"], "split": ["train", "train", "test", "val"]})
-    table = split_summary(df)
-    assert table.loc["a"].to_dict() == {"train": 2, "val": 1, "test": 0, "total": 3}
-    assert table.loc["b"].to_dict() == {"train": 1, "val": 0, "test": 1, "total": 2}
-    with pytest.raises(ManifestError, match="assign_splits"):
-        split_summary(df.drop(columns="split"))
 
 
 def test_multilabel_folds_spread_a_rare_tag_that_comes_second():

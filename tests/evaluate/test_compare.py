@@ -17,6 +17,7 @@ LABELS = ["a", "b", "c"]
 
 def _run(root, accuracy: float, n: int = 60, seed: int = 0) -> RunFolder:
     run = RunFolder(root)
+    run.write_info(kind="deep", task="multiclass")
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 3, n)
     probs = rng.dirichlet(np.ones(3), n)

@@ -11,7 +11,8 @@ import pytest
 
 from clipwise.errors import ConfigError, RunError
 from clipwise.evaluate.metrics import calibration, majority_baseline, per_class_report, top_confusions
-from clipwise.evaluate.report import plot_confusion, plot_curves, write_report
+from clipwise.evaluate.figures import plot_confusion, plot_curves
+from clipwise.evaluate.report import write_report
 from clipwise.run import RunFolder
 
 LABELS = ["bird", "car", "dog", "rain", "siren", "wind"]
@@ -32,6 +33,7 @@ def make_run(root, *, best_epoch=2, epochs=5, val_at_best=0.7, clean_at_best=0.8
     """A run folder written through RunFolder, with seeded random predictions for the test split."""
     rng = np.random.default_rng(0)
     run = RunFolder(root)
+    run.write_info(kind="deep", task="multiclass")
     run.save_config_yaml({
         "model": {"name": "cnn_small"},
         "data": {"sample_rate": 16000, "clip_seconds": 2.0},
@@ -225,6 +227,7 @@ def test_val_predictions_are_used_without_test(tmp_path):
 
 def test_minimal_run_folder_and_missing_folder(tmp_path):
     run = RunFolder(tmp_path / "bare")
+    run.write_info(kind="deep", task="multiclass")
     run.save_config_yaml({"model": {"name": "cnn"}})
     report = write_report(run.root).read_text()
     assert "No scores" in report and "Nothing unusual was found." in report

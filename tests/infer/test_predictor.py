@@ -13,7 +13,9 @@ from clipwise.config import FrontendConfig
 from clipwise.data.audio import frame_windows, window_starts
 from clipwise.errors import AudioError, RunError
 from clipwise.infer.predictor import Predictor, find_audio
+from clipwise.kinds import load_run
 from clipwise.models import AudioClassifier, ModelSpec
+from clipwise.run import RunFolder
 
 SR = 8000
 CLIP_SECONDS = 0.25
@@ -187,12 +189,13 @@ def test_from_run_reads_the_checkpoint_and_the_scoring_hop(tmp_path):
     (run / "checkpoints").mkdir(parents=True)
     model.save(run / "checkpoints" / "best.ckpt")
     (run / "config.yaml").write_text("data:\n  eval_hop_fraction: 0.25\n")
-    predictor = Predictor.from_run(run)
+    RunFolder(run).write_info(kind="deep", task="multiclass")
+    predictor = load_run(run)
     assert predictor.hop_fraction == 0.25
-    assert Predictor.from_run(run, hop_fraction=1.0).hop_fraction == 1.0
+    assert load_run(run, hop_fraction=1.0).hop_fraction == 1.0
     path = _write(tmp_path, "a.wav", _tone(700, 0.4))
     np.testing.assert_allclose(
         predictor.predict_files([path]), Predictor(model, hop_fraction=0.25).predict_files([path]), atol=1e-6
     )
     with pytest.raises(RunError, match="no checkpoint at"):
-        Predictor.from_run(run, checkpoint="last")
+        load_run(run, checkpoint="last")

@@ -7,17 +7,18 @@ import shutil
 
 import pytest
 
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, synth_manifest, tiny):
-    from clipwise.cli import main
-
-    out = tmp_path_factory.mktemp("recompute") / "run"
-    assert main(["train", "--data", str(synth_manifest), "--out", str(out), "--epochs", "2", *tiny]) == 0
-    return out
+pytestmark = pytest.mark.slow  # every test uses the session's 2-epoch run (tests/conftest.py)
 
 
-def test_a_finished_run_reproduces_every_number(trained, cli):
+@pytest.fixture
+def trained(two_epoch_run):
+    """The session's finished 2-epoch run (two_epoch_run in tests/conftest.py), read-only: `--recompute` writes
+    recompute.json into the run folder, so every test works on a copy."""
+    return two_epoch_run
+
+
+def test_a_finished_run_reproduces_every_number(two_epoch_copy, cli):
+    trained = two_epoch_copy
     r = cli("evaluate", trained, "--recompute")
     assert r.rc == 0, r.out + r.err
     assert "0 differ" in r.out and "report.md regenerates identically" in r.out and "all numbers reproduce" in r.out

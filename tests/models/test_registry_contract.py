@@ -237,10 +237,11 @@ def test_load_errors_name_the_file(tmp_path):
 
 def test_registry_lists_builtins_and_tested_timm_models():
     assert {"audiocnn", "audiocnn_small"} <= set(MODELS.names())
-    listed = [m.name for m in list_models()]
-    from clipwise.classical import CLASSICAL_MODELS
+    from clipwise.kinds import known_models
+    from clipwise.kinds.classical import CLASSICAL_MODELS
 
-    assert listed == MODELS.names() + list(TESTED_TIMM_MODELS) + list(CLASSICAL_MODELS)
+    listed = [m.name for m in list_models()]
+    assert [name for name, _, _ in known_models()] == MODELS.names() + list(TESTED_TIMM_MODELS) + list(CLASSICAL_MODELS)
     assert all(is_known_model(name) for name in listed)
     assert not is_known_model("audiocnnn")
 

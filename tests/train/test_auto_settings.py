@@ -7,7 +7,7 @@ import pytest
 
 from clipwise.config import AUTO_EPOCH_RANGE, AUTO_EPOCH_STEPS, load_config
 from clipwise.errors import ConfigError
-from clipwise.train.fit import auto_clip_seconds, auto_epochs
+from clipwise.data.prepare import auto_clip_seconds, auto_epochs
 
 
 @pytest.mark.parametrize(

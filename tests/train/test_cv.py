@@ -24,6 +24,7 @@ def cv_run(tmp_path_factory, make_manifest, tiny):
     return manifest, out
 
 
+@pytest.mark.slow
 def test_every_fold_is_tested_once_with_groups_kept_whole(cv_run):
     manifest, out = cv_run
     folds = pd.read_csv(out / "folds.csv")
@@ -38,6 +39,7 @@ def test_every_fold_is_tested_once_with_groups_kept_whole(cv_run):
     assert sorted(tested) == sorted(folds["path"])  # each clip is a test clip exactly once
 
 
+@pytest.mark.slow
 def test_summary_mean_std_and_interval_come_from_the_fold_summaries(cv_run):
     _, out = cv_run
     summary = json.loads((out / "cv_summary.json").read_text())
@@ -55,6 +57,7 @@ def test_summary_mean_std_and_interval_come_from_the_fold_summaries(cv_run):
     assert (out / "figures" / "confusion_matrix.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_a_rerun_keeps_finished_folds_and_resumes_an_interrupted_one(cv_run, cli, tiny):
     manifest, out = cv_run
     before = {k: (out / f"fold{k}" / "summary.json").stat().st_mtime_ns for k in (1, 3)}
@@ -66,6 +69,7 @@ def test_a_rerun_keeps_finished_folds_and_resumes_an_interrupted_one(cv_run, cli
     assert (out / "fold2" / "summary.json").is_file()
 
 
+@pytest.mark.slow
 def test_only_some_folds_gives_an_incomplete_report(make_manifest, tmp_path, cli, tiny):
     manifest = make_manifest("cv4x6")
     r = cli("cv", "--data", manifest, "--folds", "3", "--only", "2", "--out", tmp_path / "cv", *ONE_EPOCH, *tiny)
@@ -89,6 +93,7 @@ def test_a_fold_column_is_used_and_a_leaking_group_is_refused_before_any_trainin
     assert r.rc == 2 and "has 2 folds of its own" in r.err
 
 
+@pytest.mark.slow
 def test_train_cv_is_the_cv_command(make_manifest, tmp_path, cli, tiny):
     manifest = make_manifest("cv4x6")
     r = cli("train", "--data", manifest, "--cv", "3", "--out", tmp_path / "cv", *ONE_EPOCH, *tiny)
@@ -112,6 +117,7 @@ def test_a_setting_after_a_bare_cv_is_explained_not_taken_for_a_fold_count(comma
         assert e.value.code == 2 and says in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_multilabel_cross_validation_reports_lwlrap(make_manifest, tmp_path, cli, tiny):
     """Multi-label folds are summarised by lwlrap / mAP (per fold, mean and interval, pooled out-of-fold) and a
     per-class AP table; the report used to assume single-label predictions and `clipwise cv` failed after

@@ -14,6 +14,7 @@ from clipwise.run import RunFolder
 DDP = ("train.devices=2", "train.strategy=ddp", "train.accelerator=cpu", "train.threads=1")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("out", ["RUN", None], ids=["out", "default-folder"])
 def test_ddp_on_cpu_writes_one_run_with_identical_weights(synth_manifest, tiny, tmp_path, out):
     work = tmp_path / "work"  # the data lives elsewhere, so anything new here was written by the run

@@ -56,6 +56,7 @@ def ema_run(synth_manifest, tiny, tmp_path_factory) -> RunFolder:
     return RunFolder(out)
 
 
+@pytest.mark.slow
 def test_checkpoints_hold_the_average_and_the_raw_weights_for_resuming(ema_run):
     import yaml
 
@@ -71,6 +72,7 @@ def test_checkpoints_hold_the_average_and_the_raw_weights_for_resuming(ema_run):
     assert int(last["averaging_state"]["n_averaged"]) == last["global_step"]  # one update per optimiser step
 
 
+@pytest.mark.slow
 def test_the_run_is_scored_with_the_averaged_weights(ema_run):
     from clipwise.models.classifier import AudioClassifier
 
@@ -81,6 +83,7 @@ def test_the_run_is_scored_with_the_averaged_weights(ema_run):
         assert torch.equal(v, avg[k]), k
 
 
+@pytest.mark.slow
 def test_resume_continues_the_average(cli, ema_run, tmp_path):
     run = RunFolder(shutil.copytree(ema_run.root, tmp_path / "run"))
     before = _ckpt(run.last_checkpoint)

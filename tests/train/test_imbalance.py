@@ -48,6 +48,7 @@ def imbalanced(make_manifest, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option", ["train.class_weights=balanced", "data.sampler=balanced"])
 def test_imbalance_options_train_and_are_recorded(imbalanced, tmp_path, cli, tiny, option):
     r = cli("train", "--data", imbalanced, "--out", tmp_path / "run", "--epochs", "2", *tiny, option)

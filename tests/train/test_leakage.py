@@ -60,6 +60,7 @@ def test_a_leaking_split_is_refused_with_the_findings_and_the_way_out(synth_mani
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
 
 
+@pytest.mark.slow
 def test_allow_leakage_trains_and_the_report_opens_with_the_findings(synth_manifest, tmp_path, cli, tiny):
     manifest = _copy_manifest(synth_manifest, tmp_path, _near_duplicate)
     r = cli("train", "--data", manifest, "--out", tmp_path / "run", "--allow-leakage", *ONE_EPOCH, *tiny)
@@ -76,6 +77,7 @@ def test_allow_leakage_trains_and_the_report_opens_with_the_findings(synth_manif
     assert "Trained with --allow-leakage" in top and "near.wav" in top
 
 
+@pytest.mark.slow
 def test_shared_audio_between_train_and_validation_is_a_note_not_a_refusal(synth_manifest, tmp_path, cli, tiny):
     manifest = _copy_manifest(synth_manifest, tmp_path, _exact_duplicate_in_val)
     r = cli("train", "--data", manifest, "--out", tmp_path / "run", *ONE_EPOCH, *tiny)
@@ -85,6 +87,7 @@ def test_shared_audio_between_train_and_validation_is_a_note_not_a_refusal(synth
     assert "Training and validation share audio (1 set(s) of identical audio shared by train and val" in report
 
 
+@pytest.mark.slow
 def test_a_clean_split_passes_and_a_switched_off_check_is_stated(synth_manifest, tmp_path, cli, tiny):
     r = cli("train", "--data", synth_manifest, "--out", tmp_path / "clean", *ONE_EPOCH, *tiny)
     assert r.rc == 0, r.err

@@ -37,6 +37,7 @@ def test_mixtures_mix_sources_of_different_classes_within_one_side(mixtures, mak
         assert {split_of[p] for p in row["sources"].split("|")} == {row["split"]}
 
 
+@pytest.mark.slow
 def test_multilabel_run_learns_and_writes_multilabel_results(mixtures, tmp_path, cli, tiny):
     out = tmp_path / "run"
     r = cli("train", "--data", mixtures, "--out", out, "--epochs", "12", *tiny, "data.batch_size=16")
@@ -87,6 +88,7 @@ def test_a_monitor_of_the_wrong_task_is_refused(mixtures, tmp_path, cli, tiny):
     assert df["label"].str.contains(";").all()
 
 
+@pytest.mark.slow
 def test_a_fresh_multilabel_model_starts_at_the_label_prior(mixtures, tmp_path, cli, tiny, monkeypatch):
     from clipwise.models.classifier import AudioClassifier
     from clipwise.train.fit import prior_logits
@@ -120,6 +122,7 @@ def test_a_fresh_multilabel_model_starts_at_the_label_prior(mixtures, tmp_path, 
     assert seen == []
 
 
+@pytest.mark.slow
 def test_overlay_trains_a_multilabel_run_and_is_refused_for_single_label_data(mixtures, make_manifest, tmp_path,
                                                                                cli, tiny):
     r = cli("train", "--data", mixtures, "--out", tmp_path / "ml", "--epochs", "1", *tiny, "augment.overlay=0.5")

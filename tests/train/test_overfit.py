@@ -14,9 +14,9 @@ from clipwise.config import load_config
 from clipwise.evaluate.metrics import majority_baseline
 from clipwise.run import RunFolder
 from clipwise.train.fit import train
-from clipwise.train.module import evaluation_metrics
+from clipwise.task import get_task
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")
+pytestmark = [pytest.mark.filterwarnings("ignore:.*LeafSpec"), pytest.mark.slow]  # every test trains
 EPOCHS = 40  # 1 optimiser step per epoch; BatchNorm's running statistics need about 30 to catch up
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -105,7 +105,7 @@ def test_summary_metrics_recompute_from_predictions(run, split):
     assert y is not None and (y >= 0).all()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     assert list(frame["pred"]) == [labels[i] for i in probs.argmax(axis=1)]
-    recomputed = evaluation_metrics(y, probs, labels=labels)
+    recomputed = get_task("multiclass").metrics(y, probs, labels=labels)
     stored = run.load_summary()[split]
     assert set(stored) == set(recomputed)
     for key, value in recomputed.items():

@@ -13,6 +13,8 @@ from lightning.pytorch.callbacks import Callback
 import clipwise.train.fit as fit
 from clipwise.run import RunFolder
 
+pytestmark = pytest.mark.slow  # every test trains, or uses the session's 2-epoch run (tests/conftest.py)
+
 
 def _ckpt(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
@@ -22,14 +24,11 @@ def _rows(run: RunFolder) -> list[str]:
     return run.metrics_path.read_text().splitlines()[1:]
 
 
-@pytest.fixture(scope="module")
-def two_epochs(synth_manifest, tiny, tmp_path_factory) -> RunFolder:
-    """A finished 2-epoch run (kept pristine: tests resume copies of it)."""
-    from clipwise.cli import main
-
-    out = tmp_path_factory.mktemp("resume") / "run"
-    assert main(["train", "--data", str(synth_manifest), "--epochs", "2", "--out", str(out), *tiny]) == 0
-    return RunFolder(out)
+@pytest.fixture
+def two_epochs(two_epoch_run) -> RunFolder:
+    """The session's finished 2-epoch run (two_epoch_run in tests/conftest.py), kept pristine: tests resume
+    copies of it."""
+    return RunFolder(two_epoch_run)
 
 
 @pytest.fixture
@@ -123,6 +122,7 @@ def test_resume_needs_a_checkpoint(cli, two_epochs, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(two_epochs.config_path, run / "config.yaml")
+    shutil.copy(two_epochs.info_path, run / "run.json")  # written when the run starts, before any epoch
     result = cli("train", "--resume", run)
     assert result.rc == 2 and "Traceback" not in result.err
     assert "last.ckpt is missing" in result.err

@@ -34,6 +34,7 @@ def test_the_head_is_found_for_builtin_and_timm_backbones():
         assert head and any(p.shape[0] == 7 for p in head), name
 
 
+@pytest.mark.slow
 def test_a_frozen_phase_trains_only_the_head(synth_manifest, tmp_path, cli, tiny):
     import json
 
@@ -71,6 +72,7 @@ def test_suggestions_from_a_range_test_curve():
     assert 5e-3 < s["min_loss_lr"] < 2e-2 and s["suggested_lr"] == pytest.approx(s["min_loss_lr"] / 10)
 
 
+@pytest.mark.slow
 def test_lr_find_cli_writes_the_curve(synth_manifest, tmp_path, cli, tiny):
     r = cli("lr-find", "--data", synth_manifest, "--out", tmp_path / "lr", "--steps", "12", *tiny)
     assert r.rc == 0, r.err
@@ -159,6 +161,7 @@ def test_no_epoch_starts_that_cannot_end_within_the_hard_limit(monkeypatch):
     assert trainer.should_stop is False
 
 
+@pytest.mark.slow
 def test_a_run_whose_next_epoch_cannot_fit_stops_after_the_epoch_it_finished(synth_manifest, tmp_path, cli, tiny,
                                                                                monkeypatch):
     """The stop rule inside a real Lightning run: with no time left on the hard limit after the first epoch,
@@ -174,14 +177,37 @@ def test_a_run_whose_next_epoch_cannot_fit_stops_after_the_epoch_it_finished(syn
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs_run"] == 1
 
 
-def test_the_cosine_schedule_anneals_over_the_planned_epochs(synth_manifest, tmp_path, cli, tiny):
+@pytest.mark.slow
+def test_the_cosine_schedule_anneals_over_the_planned_epochs(synth_manifest, tmp_path, cli, tiny, monkeypatch):
+    """A real run under a time budget, on a clock driven by the epochs rather than the machine: every epoch
+    "takes" 3 minutes of a 30-minute budget, so after the first one the budget plans 1 + int((0.95 * 1800 - 180)
+    / 180) = 9 epochs (the replans after epochs 2-4 agree), the run trains exactly those and the last one runs
+    near the schedule's floor. The hard limit (Lightning's max_time, 30 real minutes) never comes near."""
     import json
+    from types import SimpleNamespace
 
+    import lightning as L
+
+    import clipwise.train.callbacks as callbacks
+    import clipwise.train.fit as fit
+
+    epoch_seconds, trainers = 180.0, []
+
+    class Clock(L.Callback):
+        def on_fit_start(self, trainer, pl_module):
+            trainers.append(trainer)
+
+    def now() -> float:  # what the budget reads as the time: epoch e starts (and, to this clock, ends) at e * 180 s
+        return trainers[-1].current_epoch * epoch_seconds if trainers else 0.0
+
+    monkeypatch.setattr(callbacks, "time", SimpleNamespace(time=now))
+    original = fit._callbacks
+    monkeypatch.setattr(fit, "_callbacks", lambda *a, **k: [Clock(), *original(*a, **k)])
     r = cli("train", "--data", synth_manifest, "--out", tmp_path / "run", "--epochs", "200", *tiny,
-            "train.max_minutes=0.1", "train.patience=null")
+            "train.max_minutes=30", "train.patience=null")
     assert r.rc == 0, r.err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert 2 <= summary["epochs_planned"] < 200 and len(metrics) <= summary["epochs_planned"]
-    if len(metrics) == summary["epochs_planned"]:  # finished its plan: the last epoch ran near the floor
-        assert metrics["lr"].iloc[-1] < 0.1 * metrics["lr"].max()
+    assert summary["epochs_planned"] == 9 and summary["epochs_run"] == len(metrics) == 9  # finished its plan
+    assert metrics["lr"].iloc[-1] < 0.1 * metrics["lr"].max()  # so the last epoch ran near the floor

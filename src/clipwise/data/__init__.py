@@ -31,7 +31,7 @@ from clipwise.data.recipes import (
     prepare_folder,
     prepare_fsdd,
 )
-from clipwise.data.splits import assign_splits, split_summary
+from clipwise.data.splits import assign_splits
 from clipwise.data.synth import SYNTH_CLASSES, make_synthetic_dataset, synth_clip
 
 __all__ = [
@@ -61,7 +61,6 @@ __all__ = [
     "prepare_folder",
     "prepare_fsdd",
     "read_manifest",
-    "split_summary",
     "synth_clip",
     "window_starts",
     "write_manifest",

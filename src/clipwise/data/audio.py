@@ -15,6 +15,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from clipwise.config import CROP_MODES, PAD_MODES
 from clipwise.errors import AudioError, ConfigError
 
 __all__ = [
@@ -29,8 +30,6 @@ __all__ = [
     "CROP_MODES",
 ]
 
-PAD_MODES = ("zeros", "wrap", "reflect")
-CROP_MODES = ("random", "center", "start")
 SUPPORTED_FORMATS = "wav, flac, ogg, mp3, aiff (and anything ffmpeg reads when audioread is installed)"
 # Segment ends in annotation files are often rounded (to 10 ms or so); an end this far past the last
 # sample is clamped to the file's end instead of rejected.

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from clipwise.augment import random_gain
 from clipwise.data.audio import fix_length, frame_windows, is_silent, load_audio
-from clipwise.data.manifest import parse_labels, segment_seconds
+from clipwise.data.manifest import segment_seconds
 
 
 @dataclass
@@ -51,24 +51,12 @@ class AudioStore:
         return np.array([len(w) / self.sample_rate for w in self.waves])
 
 
-def encode_targets(df: pd.DataFrame, labels: list[str], *, multi_label: bool = False) -> np.ndarray:
-    """Class indices ``(N,)``, or a multi-hot matrix ``(N, C)`` when ``multi_label``."""
-    index = {name: i for i, name in enumerate(labels)}
-    if multi_label:
-        out = np.zeros((len(df), len(labels)), dtype=np.float32)
-        for r, value in enumerate(df["label"]):
-            for name in parse_labels(value):
-                out[r, index[name]] = 1.0
-        return out
-    return np.array([index[v] for v in df["label"]], dtype=np.int64)
-
-
 class TrainDataset(Dataset):
     """Random fixed-length crops (or pads) with random gain; yields ``(wave, target)``.
 
     Args:
         store: decoded audio.
-        targets: from :func:`encode_targets`.
+        targets: class indices, or a multi-hot matrix (:meth:`clipwise.task.Task.encode`).
         clip_samples: model input length.
         pad_mode: how clips shorter than the input are filled.
         crop: where long clips are cut (``random`` for training).

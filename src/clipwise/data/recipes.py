@@ -72,7 +72,7 @@ def prepare_esc50(root: Path) -> pd.DataFrame:
     if base is None:
         raise ManifestError(
             f"no ESC-50 dataset in {root}: looked for {root / 'manifest.csv'} and for meta/esc50.csv (the public "
-            f"release) in {' and '.join(str(c) for c in candidates)}; download it with download_esc50(root)"
+            f"release) in {' and '.join(str(c) for c in candidates)}; download it with `clipwise prepare esc50 --root DIR --download` (download_esc50(root) in Python)"
         )
     meta = pd.read_csv(base / "meta" / "esc50.csv", dtype={"filename": str, "category": str, "src_file": str})
     missing = {"filename", "fold", "category", "src_file"} - set(meta.columns)
@@ -100,7 +100,7 @@ def _fsdd_recordings(root: Path) -> tuple[Path, list[Path]]:
     raise ManifestError(
         f"no FSDD dataset in {root}: looked for {root / 'manifest.csv'} and for recordings named "
         f"<digit>_<speaker>_<index>.wav in {', '.join(str(c) for c in candidates)}; download it with "
-        "download_fsdd(root)"
+        "`clipwise prepare fsdd --root DIR --download` (download_fsdd(root) in Python)"
     )
 
 
@@ -269,3 +269,7 @@ def download_fsdd(root: str | Path) -> Path:
         ClipwiseError: the download or unpacking failed.
     """
     return _download_and_unpack(FSDD_URL, Path(root), "free-spoken-digit-dataset-master", "recordings")
+
+
+#: the recipes whose data `clipwise prepare NAME --root DIR --download` fetches first
+DOWNLOADS = {"esc50": download_esc50, "fsdd": download_fsdd}

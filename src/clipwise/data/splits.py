@@ -20,10 +20,11 @@ from sklearn.model_selection import (
     StratifiedShuffleSplit,
 )
 
-from clipwise.data.manifest import SPLITS, normalise_split, parse_labels
+from clipwise.config import VAL_GROUPS
+from clipwise.data.manifest import normalise_split, parse_labels
 from clipwise.errors import ConfigError, ManifestError
 
-__all__ = ["assign_splits", "make_folds", "split_summary"]
+__all__ = ["assign_splits", "make_folds"]
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -113,7 +114,6 @@ def _split_from_folds(df: pd.DataFrame, test_fold: int | None) -> np.ndarray:
     return np.where(df["fold"].to_numpy() == test_fold, "test", "train").astype(object)
 
 
-VAL_GROUPS = ("auto", "group", "ignore")
 
 
 def shared_groups(df: pd.DataFrame, split: np.ndarray | pd.Series, a: str, b: str) -> set[str]:
@@ -233,26 +233,6 @@ def assign_splits(
                       stacklevel=2)
     out["split"] = split.astype(str)
     return out
-
-
-def split_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Clip counts per label (rows) and split (columns train, val, test, total); multi-label rows count
-    once for each of their labels.
-
-    Raises:
-        ManifestError: ``df`` has no ``split`` or ``label`` column.
-    """
-    for column in ("split", "label"):
-        if column not in df:
-            raise ManifestError(f"split_summary needs a {column!r} column; run assign_splits first")
-    pairs = pd.DataFrame(
-        [(name, split) for cell, split in zip(df["label"], df["split"]) for name in parse_labels(cell)],
-        columns=["label", "split"],
-    )
-    table = pd.crosstab(pairs["label"], pairs["split"]).reindex(columns=list(SPLITS), fill_value=0)
-    table["total"] = table.sum(axis=1)
-    table.columns.name = None
-    return table
 
 
 def make_folds(df: pd.DataFrame, k: int, *, seed: int = 0) -> np.ndarray:

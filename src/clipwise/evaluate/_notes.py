@@ -241,3 +241,8 @@ def fmt(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         return f"{float(value):.4f}"
     return "—" if value is None else str(value)
+
+
+def cell(text: str) -> str:
+    """``text`` safe inside a markdown table cell."""
+    return str(text).replace("|", "\\|")

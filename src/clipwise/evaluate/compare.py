@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from clipwise.errors import RunError
 from clipwise.evaluate.metrics import classification_metrics, proportion_interval
 from clipwise.evaluate.multilabel import multilabel_metrics
+from clipwise.evaluate.figures import save_figure
 from clipwise.run import RunFolder, atomic_write_text
 
 BOOTSTRAP_SAMPLES = 1000
@@ -230,7 +231,6 @@ def leaderboard_markdown(entries: list[Entry], *, metric: str, split: str) -> st
 
 
 def plot_leaderboard(entries: list[Entry], path: str | os.PathLike, *, metric: str) -> Path:
-    from clipwise.evaluate.report import _save
 
     fig = Figure(figsize=(7.5, max(2.5, 0.45 * len(entries) + 1.2)), layout="constrained")
     ax = fig.subplots()
@@ -243,7 +243,12 @@ def plot_leaderboard(entries: list[Entry], path: str | os.PathLike, *, metric: s
     ax.barh(y, values, xerr=[lo, hi], color=[colors[e.kind] for e in entries], capsize=3)
     ax.set_yticks(y, [e.name for e in entries], fontsize=8)
     ax.set(xlabel=metric, title=f"{metric} (bars: 95 % interval; blue run, green CV, grey log)")
-    return _save(fig, path, dpi=110)
+    return save_figure(fig, path, dpi=110)
+
+
+def leaderboard_csv(entries: list[Entry]) -> str:
+    """The entries as CSV, one row each (``clipwise compare --format csv``)."""
+    return pd.DataFrame([asdict(e) for e in entries]).to_csv(index=False)
 
 
 def write_leaderboard(entries: list[Entry], out: str | os.PathLike, *, metric: str, split: str) -> Path:

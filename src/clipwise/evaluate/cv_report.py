@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from clipwise.errors import RunError
-from clipwise.evaluate._notes import automatic_notes, fmt
+from clipwise.evaluate._notes import automatic_notes, cell, fmt
 from clipwise.evaluate.html import write_html
 from clipwise.evaluate.multilabel import lwlrap, per_class_average_precision
 from clipwise.evaluate.metrics import (
@@ -28,7 +28,8 @@ from clipwise.evaluate.metrics import (
     proportion_interval,
     top_confusions,
 )
-from clipwise.evaluate.report import _cell, _save, load_facts, plot_confusion
+from clipwise.evaluate.figures import plot_confusion, save_figure
+from clipwise.evaluate.report import load_facts
 from clipwise.run import PROB_PREFIX, RunFolder, atomic_write_text, to_jsonable
 
 SCORES = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
@@ -68,22 +69,13 @@ def _pooled_predictions(runs: dict[int, RunFolder], *, multi_label: bool = False
     index = {lab: i for i, lab in enumerate(labels)}
     if multi_label:
         y = np.zeros(probs.shape)
-        for row, cell in enumerate(pooled["label"]):
-            y[row, [index[lab] for lab in str(cell).split(";") if lab in index]] = 1.0
+        for row, value in enumerate(pooled["label"]):
+            y[row, [index[lab] for lab in str(value).split(";") if lab in index]] = 1.0
         keep = y.sum(axis=1) > 0  # rows without a known label have nothing to rank
         return pooled[keep].reset_index(drop=True), probs[keep], y[keep], labels
     y = pooled["label"].map(lambda lab: index.get(lab, -1)).to_numpy(dtype=np.int64)
     keep = y >= 0
     return pooled[keep].reset_index(drop=True), probs[keep], y[keep], labels
-
-
-def summarise_cv(root: str | os.PathLike) -> dict:
-    """cv_summary.json's content: per-fold test scores, their mean / std / 95 % interval, pooled scores.
-
-    Raises:
-        RunError: no fold has finished.
-    """
-    return _summarise(Path(root))[0]
 
 
 def _summarise(root: Path) -> tuple[dict, dict[int, RunFolder], tuple[np.ndarray, np.ndarray, list[str]]]:
@@ -94,7 +86,7 @@ def _summarise(root: Path) -> tuple[dict, dict[int, RunFolder], tuple[np.ndarray
     expected = None
     if (root / "folds.csv").is_file():
         expected = sorted(int(f) for f in pd.read_csv(root / "folds.csv", usecols=["fold"])["fold"].unique())
-    multi = runs[next(iter(runs))].is_multi_label()
+    multi = runs[next(iter(runs))].task.multi_label
     scores, main = _task_scores(multi)
     folds = {}
     for k, run in runs.items():
@@ -151,7 +143,7 @@ def plot_folds(summary: dict, path: str | os.PathLike) -> Path:
     ax.set_xticks(x, [f"fold {k}" for k in folds])
     ax.set(ylim=(0, 1.05), ylabel="test score", title="Test score per fold (line: mean, band: 95 % interval)")
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path, dpi=110)
+    return save_figure(fig, path, dpi=110)
 
 
 def write_cv_report(root: str | os.PathLike) -> Path:
@@ -221,7 +213,7 @@ def write_cv_report(root: str | os.PathLike) -> Path:
     if multi:
         lines += ["", "## Per-class results (pooled out-of-fold test predictions)", "",
                   "| class | AP | positives |", "|---|---|---|"]
-        lines += [f"| {_cell(lab)} | {fmt(p.get(f'ap_{lab}'))} | {int(y[:, i].sum())} |"
+        lines += [f"| {cell(lab)} | {fmt(p.get(f'ap_{lab}'))} | {int(y[:, i].sum())} |"
                   for i, lab in enumerate(labels)]
         return _finish_report(root, runs, lines)
     y_pred = probs.argmax(axis=1)
@@ -230,11 +222,11 @@ def write_cv_report(root: str | os.PathLike) -> Path:
     per_class = per_class_report(y, probs, labels=labels)
     lines += ["", "## Per-class results (pooled out-of-fold test predictions)", "",
               "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    lines += [f"| {_cell(lab)} | {r.precision:.4f} | {r.recall:.4f} | {r.f1:.4f} | {int(r.support)} |"
+    lines += [f"| {cell(lab)} | {r.precision:.4f} | {r.recall:.4f} | {r.f1:.4f} | {int(r.support)} |"
               for lab, r in per_class.iterrows()]
     lines += ["", "![Pooled confusion matrix](figures/confusion_matrix.png)", "", "### Top confusions", ""]
     pairs = top_confusions(y, y_pred, labels=labels, k=10)
-    lines += (["| true | predicted | clips |", "|---|---|---|"] + [f"| {_cell(t)} | {_cell(q)} | {c} |"
+    lines += (["| true | predicted | clips |", "|---|---|---|"] + [f"| {cell(t)} | {cell(q)} | {c} |"
                                                                   for t, q, c in pairs]
               if pairs else ["No confusions."])
     return _finish_report(root, runs, lines)

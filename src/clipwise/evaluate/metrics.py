@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 from clipwise.errors import ConfigError
 
@@ -106,8 +106,7 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, *, n_classes: int, normali
         raise ConfigError(
             f"y_true has {len(y_true)} entries but y_pred has {len(y_pred)}; pass one prediction per clip"
         )
-    counts = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes)
-    counts = counts.reshape(n_classes, n_classes)
+    counts = confusion_matrix(y_true, y_pred, labels=np.arange(n_classes))
     if not normalize:
         return counts
     totals = counts.sum(axis=1, keepdims=True)
@@ -224,8 +223,10 @@ def mean_interval(values: Sequence[float], *, confidence: float = 0.95) -> dict[
     n = len(x)
     mean = float(x.mean())
     std = float(x.std(ddof=1)) if n > 1 else 0.0
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / np.sqrt(n)) if n > 1 else 0.0
-    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+    if n == 1 or std == 0.0:
+        return {"mean": mean, "std": std, "ci_low": mean, "ci_high": mean, "n": n}
+    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=std / np.sqrt(n))
+    return {"mean": mean, "std": std, "ci_low": float(low), "ci_high": float(high), "n": n}
 
 
 def proportion_interval(hits: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
@@ -234,11 +235,8 @@ def proportion_interval(hits: int, n: int, *, confidence: float = 0.95) -> tuple
 
     if n <= 0:
         raise ConfigError("proportion_interval needs n > 0")
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    ci = stats.binomtest(int(hits), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(max(0.0, ci.low)), float(min(1.0, ci.high))
 
 
 def calibration(y_true: np.ndarray, probs: np.ndarray, *, n_bins: int = 15) -> dict:

@@ -1,5 +1,5 @@
-"""Multi-label metrics: lwlrap, per-class and macro average precision, F1 at per-class thresholds; and
-:func:`evaluation_metrics`, the one entry point that scores a run (single- or multi-label) the same everywhere.
+"""Multi-label metrics: lwlrap, per-class and macro average precision, F1 at per-class thresholds (a run's
+task, :mod:`clipwise.task`, decides which metrics score it).
 
 Pure functions of a multi-hot truth matrix ``(clips, classes)`` and a score matrix of the same shape (sigmoid
 outputs, or any monotone score). Accuracy means little here: a model that predicts "absent" everywhere is
@@ -14,9 +14,8 @@ import numpy as np
 from sklearn.metrics import average_precision_score, label_ranking_average_precision_score
 
 from clipwise.errors import ConfigError
-from clipwise.evaluate.metrics import LOG_LOSS_EPS, classification_metrics
 
-__all__ = ["lwlrap", "per_class_average_precision", "tune_thresholds", "multilabel_metrics", "evaluation_metrics"]
+__all__ = ["lwlrap", "per_class_average_precision", "tune_thresholds", "multilabel_metrics"]
 
 
 def _check(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,11 +111,14 @@ def multilabel_metrics(
     fp = (pred & (y == 0)).sum(axis=0)
     fn = (~pred & (y == 1)).sum(axis=0)
     denom = 2 * tp + fp + fn
-    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 1.0)  # nothing to find and nothing claimed: perfect
+    # macro-F1 over the classes the split holds or the model predicts, as for single-label runs (scikit-learn's
+    # rule when no label list is given): a class with nothing to find and nothing claimed does not count
+    scored = denom > 0
+    f1 = 2 * tp[scored] / denom[scored]
     out = {
         "lwlrap": lwlrap(y, s),
         "mAP": float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan"),
-        "macro_f1": float(f1.mean()),
+        "macro_f1": float(f1.mean()) if len(f1) else 0.0,
         "micro_f1": float(2 * tp.sum() / max(1, 2 * tp.sum() + fp.sum() + fn.sum())),
         "n": int(len(y)),
     }
@@ -133,21 +135,3 @@ def prior_baseline(y_train: np.ndarray, y_eval: np.ndarray) -> dict[str, float]:
     # ties broken by a tiny, fixed offset so equal frequencies do not share a rank
     scores = np.broadcast_to(prior - 1e-9 * np.arange(len(prior)), y.shape)
     return {"lwlrap": lwlrap(y, scores), "mAP": float(np.nanmean(per_class_average_precision(y, scores)))}
-
-
-def evaluation_metrics(target: np.ndarray, probs: np.ndarray, *, labels: list[str], multi_label: bool = False,
-                       thresholds: np.ndarray | float = 0.5) -> dict[str, float]:
-    """The metrics logged for validation and clean-train scoring.
-
-    Single-label: accuracy, balanced accuracy, macro-F1, top-5 and loss = NLL of the clip probabilities.
-    Multi-label: lwlrap, mAP, macro / micro F1 at ``thresholds`` and loss = mean binary cross-entropy.
-    """
-    if multi_label:
-        metrics = multilabel_metrics(target, probs, thresholds=thresholds)
-        p = np.clip(np.asarray(probs, dtype=np.float64), LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
-        y = np.asarray(target, dtype=np.float64)
-        metrics["loss"] = float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
-        return metrics
-    metrics = classification_metrics(target, probs, labels=labels)
-    metrics["loss"] = metrics.pop("log_loss")
-    return metrics

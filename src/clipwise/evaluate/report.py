@@ -1,35 +1,29 @@
-"""Run folder -> report.md, figures/curves.png and figures/confusion_matrix.png.
+"""Run folder -> report.md, report.html and its figures (:mod:`clipwise.evaluate.figures`).
 
 The report is built only from files in the run folder, so every number in it can be recomputed from the
-folder. Figures are drawn on :class:`matplotlib.figure.Figure` objects rendered by the Agg canvas, which
-works without a display and never switches the backend of the process that imports clipwise (a notebook).
+folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-
-from clipwise.errors import ConfigError
 from clipwise.evaluate._notes import (
     SPLIT_NAMES,
     RunFacts,
     automatic_notes,
+    cell,
     counts,
     find_best_epoch,
     fmt,
     leakage_header,
-    numeric,
     section,
 )
+from clipwise.evaluate.figures import plot_confusion, plot_curves, plot_reliability
 from clipwise.evaluate.html import write_html
 from clipwise.evaluate.metrics import (
     calibration,
@@ -40,103 +34,13 @@ from clipwise.evaluate.metrics import (
     top_confusions,
 )
 from clipwise.evaluate.multilabel import multilabel_metrics, per_class_average_precision, prior_baseline
-from clipwise.run import PROB_PREFIX, RunFolder, atomic_path, atomic_write_text
+from clipwise.run import PROB_PREFIX, RunFolder, atomic_write_text
 
-LOSS_COLUMNS = ("train_loss", "val_loss", "train_clean_loss")
-SCORE_METRICS = ("accuracy", "macro_f1", "lwlrap", "mAP")
 EXAMPLES = 3  # example files listed per confusion pair
 _TABLE = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
           ("top5_accuracy", "top-5"), ("log_loss", "loss"), ("n", "n"))
 _TABLE_MULTI = (("lwlrap", "lwlrap"), ("mAP", "mAP"), ("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"),
                 ("log_loss", "loss"), ("n", "n"))
-
-
-def plot_curves(
-    metrics: pd.DataFrame,
-    path: str | os.PathLike,
-    *,
-    monitor: str = "val_accuracy",
-    best_epoch: int | None = None,
-) -> Path:
-    """Plot learning curves: losses on the left, scores on the right, the best epoch as a vertical line.
-
-    Args:
-        metrics: the rows of metrics.csv; missing columns and NaN cells are skipped.
-        path: the PNG to write.
-        monitor: the column that chose the best epoch (highest score, or lowest if it names a loss).
-        best_epoch: the best epoch; default: found from ``monitor``.
-
-    Returns:
-        ``path``.
-    """
-    x = numeric(metrics["epoch"]) if "epoch" in metrics else np.arange(len(metrics), dtype=float)
-    if best_epoch is None:
-        best_epoch = find_best_epoch(metrics, monitor)
-    scores = [f"{split}_{m}" for m in SCORE_METRICS for split in ("val", "train_clean")]
-    if "loss" not in monitor and monitor not in scores:
-        scores.append(monitor)
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    for ax, columns, title in zip(fig.subplots(1, 2), (LOSS_COLUMNS, scores), ("loss", "score")):
-        drawn = False
-        for i, col in enumerate(columns):
-            y = numeric(metrics[col]) if col in metrics else np.array([])
-            ok = np.isfinite(x) & np.isfinite(y) if len(y) else np.zeros(0, bool)
-            if ok.any():
-                # Line style tells the split; colour tells the loss (left) or the metric (right, val and
-                # clean-train of one metric share a colour).
-                style = "--" if col.startswith("train_clean") else ":" if col.startswith("train") else "-"
-                color = f"C{i if title == 'loss' else i // 2}"
-                ax.plot(x[ok], y[ok], style, color=color, marker="o", markersize=3, label=col)
-                drawn = True
-        if best_epoch is not None:
-            ax.axvline(best_epoch, color="0.4", linewidth=1, label=f"best epoch ({best_epoch})")
-        if not drawn:
-            ax.text(0.5, 0.5, f"no {title} values", ha="center", va="center", transform=ax.transAxes)
-        ax.set(title=title, xlabel="epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        if drawn or best_epoch is not None:
-            ax.legend(fontsize=8)
-    return _save(fig, path, dpi=110)
-
-
-def plot_confusion(cm_normalised: np.ndarray, labels: Sequence[str], path: str | os.PathLike) -> Path:
-    """Plot a row-normalised confusion matrix (rows = true class), readable from 2 to 60+ classes.
-
-    The figure and fonts scale with the number of classes; cells are annotated up to 20 classes.
-
-    Args:
-        cm_normalised: (C, C) array with rows summing to 1 (or 0 for classes without clips).
-        labels: the C class names.
-        path: the PNG to write.
-
-    Returns:
-        ``path``.
-
-    Raises:
-        ConfigError: if the matrix is not C x C.
-    """
-    cm = np.asarray(cm_normalised, dtype=float)
-    n = len(labels)
-    if cm.shape != (n, n):
-        raise ConfigError(f"cm_normalised must have shape ({n}, {n}) for {n} labels, got {cm.shape}")
-    side = float(np.clip(2.5 + 0.32 * n, 4.5, 24.0))
-    font = float(np.clip(220 / max(n, 1), 7.5, 11.0))  # a cell stays ~20 pt high, so 7.5 pt labels fit
-    fig = Figure(figsize=(side + 1.5, side), layout="constrained")
-    ax = fig.subplots()
-    image = ax.imshow(cm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
-    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
-    names = [lab if len(lab) <= 24 else lab[:23] + "…" for lab in labels]
-    rotation, align = (90, "center") if n > 6 else (45, "right")
-    ax.set_xticks(range(n), names, rotation=rotation, ha=align, fontsize=font)
-    ax.set_yticks(range(n), names, fontsize=font)
-    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (each row sums to 1)")
-    if n <= 20:
-        for (i, j), value in np.ndenumerate(cm):
-            if value > 0:
-                color = "white" if value > 0.5 else "black"
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=font * 0.85, color=color)
-    return _save(fig, path, dpi=110)
 
 
 def write_report(run_dir: str | os.PathLike) -> Path:
@@ -184,7 +88,7 @@ def _ensemble_lines(facts: RunFacts) -> list[str]:
     names = spec.get("names") or [Path(m).name for m in spec.get("sources") or members]
     for name, w, t in zip(names, spec.get("weights") or [], temps):
         scores = scored.get(name) or {}
-        out.append(f"| {_cell(name)} | {w:.3f} | {t:.3f} | " + " | ".join(fmt(scores.get(k)) for k in keys) + " |")
+        out.append(f"| {cell(name)} | {w:.3f} | {t:.3f} | " + " | ".join(fmt(scores.get(k)) for k in keys) + " |")
     return out
 
 
@@ -314,6 +218,8 @@ def _results_table(facts: RunFacts) -> list[str]:
                  "tuned on validation (thresholds.json). Accuracy is not reported: it rewards predicting nothing."]
     elif 0 < n_classes <= 5:
         note += ["", f"With {n_classes} classes, top-5 accuracy counts every prediction as a hit."]
+    note += ["", "Macro-F1 averages the F1 of the classes a split holds or the model predicts; a class with "
+             "neither does not count (scikit-learn's rule)."]
     return out + note
 
 
@@ -330,7 +236,7 @@ def _multilabel_sections(facts: RunFacts) -> list[str]:
         prec = tp[i] / (tp[i] + fp[i]) if tp[i] + fp[i] else float("nan")
         rec = tp[i] / (tp[i] + fn[i]) if tp[i] + fn[i] else float("nan")
         f1 = 2 * tp[i] / (2 * tp[i] + fp[i] + fn[i]) if 2 * tp[i] + fp[i] + fn[i] else float("nan")
-        out.append(f"| {_cell(lab)} | {fmt(ap[i])} | {fmt(cut[i])} | {fmt(prec)} | {fmt(rec)} | {fmt(f1)} | "
+        out.append(f"| {cell(lab)} | {fmt(ap[i])} | {fmt(cut[i])} | {fmt(prec)} | {fmt(rec)} | {fmt(f1)} | "
                    f"{int(y[:, i].sum())} |")
     return out
 
@@ -345,7 +251,7 @@ def _class_sections(facts: RunFacts) -> list[str]:
     table = per_class_report(facts.y_true, facts.probs, labels=labels)
     out = ["", f"## Per-class results ({SPLIT_NAMES.get(split, split)}, predictions_{split}.csv)", ""]
     out += ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    out += [f"| {_cell(lab)} | {r.precision:.4f} | {r.recall:.4f} | {r.f1:.4f} | {int(r.support)} |"
+    out += [f"| {cell(lab)} | {r.precision:.4f} | {r.recall:.4f} | {r.f1:.4f} | {int(r.support)} |"
             for lab, r in table.iterrows()]
     out += ["", f"![Confusion matrix ({split})](figures/confusion_matrix.png)", "", "### Top confusions", ""]
     pairs = top_confusions(facts.y_true, y_pred, labels=labels, k=10)
@@ -356,8 +262,8 @@ def _class_sections(facts: RunFacts) -> list[str]:
     paths = np.asarray(facts.pred_paths, dtype=object)
     for t, p, count in pairs:
         hits = paths[(facts.y_true == index[t]) & (y_pred == index[p])][:EXAMPLES]
-        examples = ", ".join(f"`{_cell(os.path.basename(str(x)))}`" for x in hits)
-        out.append(f"| {_cell(t)} | {_cell(p)} | {count} | {examples} |")
+        examples = ", ".join(f"`{cell(os.path.basename(str(x)))}`" for x in hits)
+        out.append(f"| {cell(t)} | {cell(p)} | {count} | {examples} |")
     return out + ["", f"Examples are the first {EXAMPLES} files of each pair in predictions_{split}.csv, which holds "
                   "their full paths."] + _reliability_section(facts)
 
@@ -369,25 +275,6 @@ def _reliability_section(facts: RunFacts) -> list[str]:
             f"Expected calibration error (ECE, {cal['n_bins']} equal-width bins of top-1 confidence): "
             f"**{cal['ece']:.4f}**. A perfectly calibrated model's bars sit on the diagonal: among clips predicted "
             "with 80 % confidence, 80 % are right.", "", "![Reliability diagram](figures/reliability.png)"]
-
-
-def plot_reliability(cal: dict, path: str | os.PathLike) -> Path:
-    """Reliability diagram: accuracy against mean confidence per bin, bin counts below."""
-    fig = Figure(figsize=(5.2, 5.6), layout="constrained")
-    top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
-    bins = [b for b in cal["bins"] if b["count"]]
-    width = cal["bins"][0]["high"] - cal["bins"][0]["low"]
-    top.bar([b["low"] for b in bins], [b["accuracy"] for b in bins], width=width, align="edge", color="C0",
-            edgecolor="white", label="accuracy")
-    top.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="perfect calibration")
-    top.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="C3", ms=4,
-             label="bin mean confidence")
-    top.set(ylim=(0, 1), ylabel="accuracy", title=f"Reliability (ECE {cal['ece']:.3f})")
-    top.legend(loc="upper left", fontsize=8)
-    bottom.bar([b["low"] for b in cal["bins"]], [b["count"] for b in cal["bins"]], width=width, align="edge",
-               color="C7", edgecolor="white")
-    bottom.set(xlim=(0, 1), xlabel="top-1 confidence", ylabel="clips")
-    return _save(fig, path, dpi=110)
 
 
 def _data_lines(facts: RunFacts) -> list[str]:
@@ -407,14 +294,3 @@ def _data_lines(facts: RunFacts) -> list[str]:
     if isinstance(data.get("skipped_files"), int):
         out.append(f"- skipped files: {data['skipped_files']}")
     return ["", "## Data", "", *out] if out else []
-
-
-def _save(fig: Figure, path: str | os.PathLike, *, dpi: int) -> Path:
-    FigureCanvasAgg(fig)  # render with Agg regardless of the process's backend
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi)
-    return Path(path)
-
-
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|")

@@ -1,5 +1,2 @@
-"""Inference with trained models."""
-
-from clipwise.infer.predictor import Predictor, find_audio
-
-__all__ = ["Predictor", "find_audio"]
+"""Inference with trained models: the deep-model predictor (:mod:`.predictor`), evaluation of a run on a split
+or another manifest (:mod:`.evaluate`) and ``evaluate --recompute`` (:mod:`.recompute`)."""

@@ -8,16 +8,14 @@ from typing import Any
 
 import pandas as pd
 
-from clipwise.data.dataset import encode_targets
 from clipwise.data.manifest import check_files, parse_labels, read_manifest
 from clipwise.errors import ManifestError, RunError
-from clipwise.infer.predictor import Predictor
+from clipwise.kinds import load_run
 from clipwise.run import RunFolder, atomic_write_text, to_jsonable
-from clipwise.evaluate.multilabel import evaluation_metrics
 
 
 def _run_split_frame(run: RunFolder, split: str) -> pd.DataFrame:
-    path = run.root / "splits.csv"
+    path = run.splits_path
     if not path.is_file():
         raise RunError(f"{path} is missing: the run's split assignment is unknown; pass --data MANIFEST instead")
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -45,7 +43,7 @@ def evaluate_run(
         RunError, ManifestError: missing run files, unknown split, labels the model does not know.
     """
     run = RunFolder.open(run_dir)
-    predictor = Predictor.from_run(run.root, checkpoint=checkpoint)
+    predictor = load_run(run.root, checkpoint=checkpoint)
     labels = predictor.labels
     if data is None:
         split = split or "test"
@@ -66,19 +64,16 @@ def evaluate_run(
             )
     df, _ = check_files(df)
     probs = predictor.predict_frame(df)
-    multi = predictor.multi_label
-    y = encode_targets(df, labels, multi_label=multi)
-    thresholds = None
-    if multi:
-        thresholds = run.threshold_array(labels)
-    metrics = evaluation_metrics(y, probs, labels=labels, multi_label=multi,
-                                 thresholds=0.5 if thresholds is None else thresholds)
-    out_dir = run.root / "evaluations"
+    task = run.task
+    y = task.encode(list(df["label"]), labels)
+    thresholds = run.threshold_array(labels) if run.thresholds_path.is_file() else None
+    metrics = task.metrics(y, probs, labels=labels, thresholds=thresholds)
+    out_dir = run.evaluations_dir
     out_dir.mkdir(exist_ok=True)
     # written straight into evaluations/: going through RUN/predictions_<split>.csv would replace (and then
     # move away) the predictions the training wrote there
     final = RunFolder(out_dir).save_predictions(f"{name}_{checkpoint}", list(df["path"]), y, probs, labels=labels,
-                                                thresholds=thresholds)
+                                                thresholds=thresholds, task=task)
     atomic_write_text(out_dir / f"metrics_{name}_{checkpoint}.json",
                       json.dumps(to_jsonable(metrics), indent=2))
     return {"source": source, "checkpoint": checkpoint, "metrics": metrics, "predictions": str(final)}

@@ -11,10 +11,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from clipwise.data.dataset import AudioStore, WindowDataset, aggregate_windows, collate_windows
-from clipwise.errors import AudioError, RunError
+from clipwise.errors import AudioError
 from clipwise.infer.scoring import Scoring
 from clipwise.models.classifier import AudioClassifier
-from clipwise.run import RunFolder
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus", ".m4a")
 
@@ -39,9 +38,6 @@ def find_audio(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-MODEL_FILE = "model.pt"  # weights alone (AudioClassifier.save), as `clipwise ensemble` copies a member
-
-
 class Predictor(Scoring):
     """Wraps a trained :class:`AudioClassifier` for batch scoring.
 
@@ -62,33 +58,13 @@ class Predictor(Scoring):
         self.device = device
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, *, checkpoint: str = "best", **kwargs) -> Predictor:
-        """Load ``RUN/checkpoints/<checkpoint>.ckpt`` (``best`` or ``last``) or a checkpoint file path.
+    def from_checkpoint(cls, path: str | Path, **kwargs) -> Predictor:
+        """Load a clipwise checkpoint (a Lightning ``.ckpt`` or the weights file an ensemble keeps of a member).
 
         Raises:
-            RunError: no such run folder or checkpoint.
+            RunError: no such file, or not a clipwise checkpoint.
         """
-        path = Path(run_dir)
-        if path.is_dir() and RunFolder(path).ensemble_path.is_file():
-            from clipwise.ensemble import EnsemblePredictor
-
-            return EnsemblePredictor(path)  # type: ignore[return-value]  # the same interface
-        if path.is_dir() and (path / "model.joblib").is_file():
-            from clipwise.classical import ClassicalPredictor
-
-            return ClassicalPredictor(path)  # type: ignore[return-value]  # the same interface
-        ckpt = path if path.is_file() else path / "checkpoints" / f"{checkpoint}.ckpt"
-        if path.is_dir() and not ckpt.is_file() and (path / MODEL_FILE).is_file():
-            ckpt = path / MODEL_FILE  # a model copied into an ensemble: the weights alone
-        if not ckpt.is_file():
-            raise RunError(
-                f"no checkpoint at {ckpt}: pass a run folder written by `clipwise train` (it holds "
-                "checkpoints/best.ckpt) or a checkpoint file"
-            )
-        hop = kwargs.pop("hop_fraction", None)
-        if hop is None:
-            hop = _run_hop_fraction(path if path.is_dir() else None)
-        return cls(AudioClassifier.load(ckpt), hop_fraction=hop, **kwargs)
+        return cls(AudioClassifier.load(path), **kwargs)
 
     @property
     def labels(self) -> list[str]:
@@ -120,12 +96,3 @@ class Predictor(Scoring):
     def predict_frame(self, df: pd.DataFrame) -> np.ndarray:
         """Probabilities for every row of a manifest frame (``path`` plus optional ``start``/``end``)."""
         return self.predict_store(AudioStore.load(df, sample_rate=self.model.sample_rate, progress=True))
-
-
-def _run_hop_fraction(run_dir: Path | None) -> float:
-    if run_dir is None or not (run_dir / "config.yaml").is_file():
-        return 0.5
-    import yaml
-
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    return float(cfg.get("data", {}).get("eval_hop_fraction", 0.5))

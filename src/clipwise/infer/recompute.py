@@ -19,18 +19,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clipwise.data.prepare import clean_train_indices
 from clipwise.errors import RunError
+from clipwise.evaluate.report import write_report
+from clipwise.kinds import load_run
 from clipwise.run import RunFolder
 
 SPLITS = ("val", "test", "train_clean")
 
 
 def _metrics(run: RunFolder, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    from clipwise.evaluate.multilabel import evaluation_metrics
-
-    multi = y.ndim == 2
-    thresholds = run.threshold_array(run.load_labels()) if multi else 0.5
-    return evaluation_metrics(y, probs, labels=run.load_labels(), multi_label=multi, thresholds=thresholds)
+    labels = run.load_labels()
+    thresholds = run.threshold_array(labels) if run.thresholds_path.is_file() else None
+    keep = run.task.labelled(y)
+    return run.task.metrics(y[keep], probs[keep], labels=labels, thresholds=thresholds)
 
 
 def _compare(name: str, stated: dict, recomputed: dict, tolerance: float) -> list[dict[str, Any]]:
@@ -48,9 +50,7 @@ def _compare(name: str, stated: dict, recomputed: dict, tolerance: float) -> lis
 
 def _split_frames(run: RunFolder) -> dict[str, pd.DataFrame]:
     """The rows each saved prediction file was made from, in the same order."""
-    from clipwise.train.fit import clean_train_indices
-
-    path = run.root / "splits.csv"
+    path = run.splits_path
     if not path.is_file():
         raise RunError(f"{path} is missing: the run's clips are unknown, so the checkpoint cannot re-score them")
     df = pd.read_csv(path, dtype={"path": str, "label": str, "split": str}, keep_default_na=False)
@@ -74,9 +74,6 @@ def recompute_run(run_dir: str | Path, *, tolerance: float = 1e-4, checkpoint: b
         tolerance: largest absolute difference accepted for a score (and for a probability).
         checkpoint: also re-score the audio with the best checkpoint (the slow part).
     """
-    from clipwise.evaluate.report import write_report
-    from clipwise.infer.predictor import Predictor
-
     run = RunFolder.open(run_dir)
     summary = run.load_summary()
     if not summary:
@@ -91,7 +88,7 @@ def recompute_run(run_dir: str | Path, *, tolerance: float = 1e-4, checkpoint: b
                 checks += _compare(f"{split}: summary.json vs predictions_{split}.csv", summary[split],
                                    _metrics(run, y, probs), tolerance)
     if checkpoint:
-        predictor = Predictor.from_run(run.root)
+        predictor = load_run(run.root)
         frames = _split_frames(run)
         for split, (frame, probs, y) in saved.items():
             source = frames[split]
@@ -118,5 +115,5 @@ def recompute_run(run_dir: str | Path, *, tolerance: float = 1e-4, checkpoint: b
         report_diff = [ln for ln in diff if not ln.startswith("@@")]
     result = {"ok": all(c["ok"] for c in checks) and not report_diff, "tolerance": tolerance, "checks": checks,
               "report_diff": report_diff}
-    run.save_json(run.root / "recompute.json", result)
+    run.save_json(run.recompute_path, result)
     return result

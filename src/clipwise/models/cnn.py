@@ -83,10 +83,6 @@ class AudioCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes)
-
 
 @register_family("audiocnn", family="built-in CNN", default="base",
                  description="compact residual CNN, the CPU default",

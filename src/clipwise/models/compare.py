@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-USE_CASES = ("accuracy", "speed", "balanced", "edge")
+from clipwise.config import USE_CASES
+
 
 
 @dataclass
@@ -168,3 +169,29 @@ def recommend(measures: list[ModelMeasure], use_case: str) -> tuple[ModelMeasure
 
 def as_rows(measures: list[ModelMeasure]) -> list[dict]:
     return [asdict(m) for m in measures]
+
+
+def print_comparison(*, only: list[str] | None, seconds: float, sample_rate: int, n_mels: int, batch: int,
+                     runs: list[str | Path], out: str | None, use_case: str | None) -> None:
+    """`clipwise models --compare`: measure the models on a ``seconds``-long clip, print the table, optionally
+    write it as CSV and recommend a model for ``use_case``."""
+    import pandas as pd
+
+    from clipwise.frontends import n_frames, stft_sizes
+
+    _, hop, _ = stft_sizes(sample_rate=sample_rate, win_ms=25.0, hop_ms=10.0, n_fft=None)
+    size = (n_mels, n_frames(int(seconds * sample_rate), hop))
+    print(f"measuring on a {size[0]} x {size[1]} spectrogram ({seconds} s at {sample_rate} Hz, {n_mels} mels), "
+          f"{torch.get_num_threads()} torch threads ...", flush=True)
+    measures = measure_models(only, input_size=size, batch=batch, runs=runs)
+    frame = pd.DataFrame(as_rows(measures))
+    frame["MMACs"] = (frame["macs"] / 1e6).round(1)
+    cols = ["name", "family", "params", "MMACs", "latency_ms_b1", "latency_ms_b32", "activation_mib", "accuracy",
+            "accuracy_runs"]
+    print(frame[cols].round(3).to_string(index=False))
+    if out:
+        frame.to_csv(out, index=False)
+        print(f"wrote {out}")
+    if use_case:
+        best, why = recommend(measures, use_case)
+        print(f"\nrecommended for {use_case}: {best.name} - {why}")

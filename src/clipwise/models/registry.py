@@ -125,12 +125,9 @@ def register_family(name: str, *, family: str, description: str, variants: dict[
 
 
 def list_models() -> list[ModelEntry]:
-    """Built-in models, then the timm backbones clipwise tests."""
-    from clipwise.classical import CLASSICAL_MODELS
-
+    """Built-in networks, then the timm backbones clipwise tests (`clipwise models` adds the other kinds')."""
     timm_entries = [ModelEntry(n, "timm", d) for n, d in TESTED_TIMM_MODELS.items()]
-    classical = [ModelEntry(n, "classical", d) for n, d in CLASSICAL_MODELS.items()]
-    return [_ENTRIES[n] for n in MODELS.names()] + timm_entries + classical
+    return [_ENTRIES[n] for n in MODELS.names()] + timm_entries
 
 
 def _timm_backbone(
@@ -204,11 +201,10 @@ def _pretrained_at_size(name: str, model: nn.Module, size: tuple[int, int], kwar
 
 
 def is_known_model(name: str) -> bool:
+    """Whether ``name`` is a registered network or a timm model."""
     import timm
 
-    from clipwise.classical import is_classical
-
-    return name in MODELS or is_classical(name) or timm.is_model(name)
+    return name in MODELS or timm.is_model(name)
 
 
 def create_backbone(

@@ -20,11 +20,12 @@ import pandas as pd
 from clipwise.config import Config, load_config
 from clipwise.data.check import check_manifest
 from clipwise.data.manifest import read_manifest
+from clipwise.data.prepare import default_run_dir
 from clipwise.data.splits import make_folds
 from clipwise.errors import ConfigError, LeakageError, ManifestError
+from clipwise.evaluate.cv_report import write_cv_report
+from clipwise.kinds import train_run
 from clipwise.run import RunFolder
-
-FOLDS_FILE = "folds.csv"
 
 
 def fold_manifest(config: Config, out: Path, *, k: int | None) -> tuple[Path, list[int]]:
@@ -38,7 +39,7 @@ def fold_manifest(config: Config, out: Path, *, k: int | None) -> tuple[Path, li
     """
     if not config.data.manifest:
         raise ConfigError("no data: pass --data MANIFEST.csv (make one with `clipwise prepare`)")
-    path = out / FOLDS_FILE
+    path = RunFolder(out).folds_path
     if path.is_file():
         df = pd.read_csv(path)
         folds = sorted(int(f) for f in df["fold"].unique())
@@ -104,12 +105,6 @@ def cross_validate(config: Config, *, out: str | Path | None = None, folds: int 
     Returns:
         The CV folder.
     """
-    from clipwise.classical import is_classical, train_classical
-    from clipwise.evaluate.cv_report import write_cv_report
-    from clipwise.train.fit import default_run_dir, train
-
-    fit = train_classical if is_classical(config.model.name) else train
-
     if config.data.test_fold is not None:
         raise ConfigError("data.test_fold is set per fold by cross-validation; leave it out")
     root = Path(out) if out is not None else default_run_dir(config, kind="cv")
@@ -121,7 +116,7 @@ def cross_validate(config: Config, *, out: str | Path | None = None, folds: int 
         check_folds(manifest, fold_ids, allow=config.data.allow_leakage, progress=config.train.progress)
     extra = list(first_fold_callbacks)
     for k in only or fold_ids:
-        run = RunFolder(root / f"fold{k}")
+        run = RunFolder(root).fold_run(k)
         if run.summary_path.is_file():
             print(f"fold {k}: finished earlier, kept ({run.root})", flush=True)
             continue
@@ -129,12 +124,12 @@ def cross_validate(config: Config, *, out: str | Path | None = None, folds: int 
         if run.last_checkpoint.is_file():
             print(f"fold {k}: resuming from {run.last_checkpoint}", flush=True)
             cfg = load_config(base=run.load_config_dict())
-            train(cfg, out=run.root, resume=True, callbacks=callbacks)
+            train_run(cfg, out=run.root, resume=True, callbacks=callbacks)
         else:
             print(f"fold {k} of {len(fold_ids)}: training", flush=True)
             cfg = config.model_copy(deep=True)
             cfg.data.manifest = str(manifest.resolve())
             cfg.data.test_fold = k
-            fit(cfg, out=run.root, **({"callbacks": callbacks} if callbacks else {}))
+            train_run(cfg, out=run.root, callbacks=callbacks)
     write_cv_report(root)
     return root

@@ -9,13 +9,10 @@ once with the best checkpoint and write predictions, summary.json and the report
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import time
 import warnings
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -25,8 +22,8 @@ import torch
 from lightning.pytorch.accelerators import CPUAccelerator
 from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
 
-from clipwise.config import AUTO_EPOCH_RANGE, AUTO_EPOCH_STEPS, Config
-from clipwise.data.audio import audio_info, fix_length
+from clipwise.config import Config
+from clipwise.data.audio import fix_length
 from clipwise.data.dataset import (
     AudioStore,
     TrainDataset,
@@ -35,146 +32,28 @@ from clipwise.data.dataset import (
     balanced_sample_weights,
     class_counts,
     collate_windows,
-    encode_targets,
 )
-from clipwise.data.leakage import check_split_leakage, leakage_summary
-from clipwise.data.manifest import check_files, label_names, parse_labels, read_manifest
-from clipwise.data.splits import assign_splits, rows_in_shared_groups, shared_groups
-from clipwise.errors import ConfigError, ManifestError
-from clipwise.evaluate.metrics import majority_baseline
-from clipwise.evaluate.multilabel import evaluation_metrics, prior_baseline, tune_thresholds
+from clipwise.data.leakage import leakage_summary
+from clipwise.data.prepare import (
+    RUN_DIR_ENV,
+    PreparedData,
+    clean_train_indices,
+    default_run_dir,
+    prepare_data,
+    steps_per_epoch,
+    write_run_files,
+)
+from clipwise.data.splits import rows_in_shared_groups, shared_groups
+from clipwise.errors import ConfigError
+from clipwise.evaluate.report import write_report
 from clipwise.infer.predictor import Predictor
 from clipwise.models.classifier import AudioClassifier, ModelSpec
 from clipwise.run import RunFolder
+from clipwise.summary import RunSummary, data_counts, score_splits, write_summary
 from clipwise.train.callbacks import EpochMetricsCSV, PreciseBatchNorm, TimeBudget, WeightEMA
 from clipwise.train.module import ClassifierModule
 
 PERFECT_SCORE_TOLERANCE = 1e-6
-RUN_DIR_ENV = "CLIPWISE_RUN_DIR"  # shared with DDP child processes, which re-run the same command
-
-
-@dataclass
-class PreparedData:
-    """The manifest split three ways, decoded, with targets."""
-
-    frame: pd.DataFrame
-    labels: list[str]
-    stores: dict[str, AudioStore]
-    targets: dict[str, np.ndarray]
-    skipped: pd.DataFrame
-    leakage: dict = field(default_factory=lambda: {"checked": False})
-
-
-def default_run_dir(config: Config, *, kind: str = "") -> Path:
-    """``runs/<manifest>-<model>[-<kind>]-<timestamp>``, the same in every DDP process of one launch."""
-    if os.environ.get(RUN_DIR_ENV) and not kind:
-        return Path(os.environ[RUN_DIR_ENV])
-    stem = Path(config.data.manifest).stem if config.data.manifest else "data"
-    if stem == "manifest" and config.data.manifest:
-        stem = Path(config.data.manifest).parent.name
-    return Path("runs") / f"{stem}-{config.model.name}{'-' + kind if kind else ''}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def auto_sample_rate(paths: list[str], *, cap_hz: int = 16000, sample: int = 500) -> int:
-    """The most common native sample rate of the files, at most ``cap_hz`` (16 kHz covers most sound
-    classification needs and keeps the STFT cheap on CPU)."""
-    rng = np.random.default_rng(0)
-    chosen = rng.choice(len(paths), size=min(sample, len(paths)), replace=False)
-    rates = Counter(audio_info(paths[i]).sample_rate for i in chosen)
-    return int(min(cap_hz, rates.most_common(1)[0][0]))
-
-
-def auto_clip_seconds(durations: np.ndarray, *, percentile: float = 95, lo: float = 0.5, hi: float = 10.0) -> float:
-    """A clip length that holds 95 % of the training clips whole, rounded up to 0.1 s, within [lo, hi].
-
-    Longer clips are randomly cropped in training and scored by windows in evaluation, so nothing is lost;
-    a much longer input would mostly show the model padding.
-    """
-    value = float(np.percentile(durations, percentile))
-    return float(min(hi, max(lo, math.ceil(value * 10 - 1e-6) / 10)))
-
-
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    """Optimiser steps in one pass over ``n_train`` clips (the last partial batch is dropped)."""
-    return max(1, n_train // batch_size)
-
-
-def auto_epochs(n_train: int, batch_size: int, *, steps: int = AUTO_EPOCH_STEPS,
-                bounds: tuple[int, int] = AUTO_EPOCH_RANGE) -> int:
-    """Epochs that give about ``steps`` optimiser steps, within ``bounds``.
-
-    What a model needs to converge is closer to a number of updates than to a number of passes: a set of 1,400
-    clips gets about 37 epochs, one of 2,300 about 23, one of 80,000 the minimum of 10.
-    """
-    return int(min(bounds[1], max(bounds[0], round(steps / steps_per_epoch(n_train, batch_size)))))
-
-
-def _check_labels(df: pd.DataFrame) -> list[str]:
-    train = df[df["split"] == "train"]
-    known = set(label_names(train))
-    for split in ("val", "test"):
-        part = df[df["split"] == split]
-        unknown = sorted({lab for v in part["label"] for lab in parse_labels(v)} - known)
-        if unknown:
-            rows = part[part["label"].map(lambda v: bool(set(parse_labels(v)) & set(unknown)))]
-            raise ManifestError(
-                f"label(s) {unknown} occur in the {split} split ({len(rows)} rows, e.g. {rows['path'].iloc[0]}) "
-                "but never in train, so no model can learn them. Add training clips of those classes or drop "
-                "the rows from the manifest."
-            )
-    return sorted(known)
-
-
-def prepare_data(config: Config, run: RunFolder | None) -> PreparedData:
-    """Read, check, split and decode the manifest named in ``config.data.manifest``."""
-    if not config.data.manifest:
-        raise ConfigError("no training data: pass --data MANIFEST.csv (make one with `clipwise prepare`)")
-    df = read_manifest(config.data.manifest)
-    df, bad = check_files(df, skip_bad=config.data.skip_bad)
-    if run is not None and len(bad):
-        bad.to_csv(run.skipped_files_path, index=False)
-    df = assign_splits(
-        df,
-        test_fold=config.data.test_fold,
-        val_fraction=config.data.val_fraction,
-        test_fraction=config.data.test_fraction,
-        seed=config.train.seed,
-        val_groups=config.data.val_groups,
-    )
-    labels = _check_labels(df)
-    if config.data.task == "auto":
-        several = df.loc[df["split"] == "train", "label"].map(lambda v: len(parse_labels(v)) > 1)
-        config.data.task = "multilabel" if several.any() else "multiclass"
-    multi = config.data.task == "multilabel"
-    if config.train.monitor == "auto":
-        config.train.monitor = "val_lwlrap" if multi else "val_accuracy"
-    elif multi != (config.train.monitor in ("val_lwlrap", "val_mAP", "val_loss")):
-        raise ConfigError(
-            f"train.monitor={config.train.monitor} does not fit a {config.data.task} task; use "
-            + ("val_lwlrap, val_mAP or val_loss" if multi else "val_accuracy, val_macro_f1, val_balanced_accuracy "
-               "or val_loss") + " (or auto)"
-        )
-    leakage = {"checked": False}
-    if config.data.leakage_check:
-        leakage = check_split_leakage(df, allow=config.data.allow_leakage, progress=config.train.progress)
-    if config.data.sample_rate == "auto":
-        config.data.sample_rate = auto_sample_rate(list(df.loc[df["split"] == "train", "path"]))
-    stores, targets = {}, {}
-    for split in ("train", "val", "test"):
-        part = df[df["split"] == split]
-        stores[split] = AudioStore.load(part, sample_rate=config.data.sample_rate, progress=config.train.progress)
-        targets[split] = encode_targets(part, labels, multi_label=multi)
-    if config.data.clip_seconds == "auto":
-        config.data.clip_seconds = auto_clip_seconds(stores["train"].durations())
-    if config.optim.phases:
-        planned = sum(ph.epochs for ph in config.optim.phases)
-        if config.train.epochs not in ("auto", planned):
-            raise ConfigError(f"train.epochs={config.train.epochs} disagrees with optim.phases, whose epochs add up "
-                              f"to {planned}; leave train.epochs out")
-        config.train.epochs = planned
-    elif config.train.epochs == "auto":
-        config.train.epochs = auto_epochs(len(targets["train"]), config.data.batch_size)
-    return PreparedData(df, labels, stores, targets, bad, leakage)
 
 
 def build_spec(config: Config, labels: list[str]) -> ModelSpec:
@@ -186,7 +65,7 @@ def build_spec(config: Config, labels: list[str]) -> ModelSpec:
         model={"name": config.model.name, "pretrained": config.model.pretrained, "dropout": config.model.dropout,
                "params": dict(config.model.params)},
         pad_mode=config.data.pad_mode,
-        multi_label=config.data.task == "multilabel",
+        multi_label=config.data.task == "multilabel",  # the spec travels without the run folder
     )
 
 
@@ -266,11 +145,6 @@ def window_subset(store: AudioStore, indices: np.ndarray, targets: np.ndarray | 
     """The clips ``indices`` of ``store`` (with their targets, if given) as evaluation windows."""
     return WindowDataset(store.subset(indices), None if targets is None else targets[indices],
                          clip_samples=clip_samples, hop_samples=hop_samples, pad_mode=pad_mode)
-
-
-def clean_train_indices(n: int, k: int, *, seed: int) -> np.ndarray:
-    """The fixed training subset scored without augmentation every epoch."""
-    return np.sort(np.random.default_rng(seed).permutation(n)[:k])
 
 
 def _callbacks(config: Config, run: RunFolder, *, resumed_epoch: int | None, datamodule: _DataModule):
@@ -367,7 +241,7 @@ def _train(run: RunFolder, config: Config, *, resume: bool, callbacks: Sequence[
     L.seed_everything(config.train.seed, workers=True, verbose=False)
 
     t0 = time.time()
-    data = prepare_data(config, run)
+    config, data = prepare_data(config, run)
     spec = build_spec(config, data.labels)
     per_epoch = steps_per_epoch(len(data.targets["train"]), config.data.batch_size)
     weights = None
@@ -420,11 +294,7 @@ def _train(run: RunFolder, config: Config, *, resume: bool, callbacks: Sequence[
                       "training step on an AVX2 CPU); set train.precision=32 on this machine", UserWarning,
                       stacklevel=2)
     if trainer.is_global_zero:
-        run.save_config_yaml(config.to_dict())
-        run.save_labels(data.labels)
-        kept = [c for c in ("path", "label", "split", "start", "end") if c in data.frame]
-        data.frame[kept].to_csv(run.root / "splits.csv", index=False)
-        run.save_json(run.leakage_path, data.leakage)
+        write_run_files(run, config, data, kind="deep")
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except SystemExit:
@@ -445,49 +315,29 @@ def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L
                prep_seconds: float, checksums: list[str]) -> None:
     """Score val, test and the clean-train subset once with the best checkpoint; write predictions,
     summary.json and the report."""
-    from clipwise.evaluate.report import write_report
-
     best = run.best_checkpoint if run.best_checkpoint.is_file() else run.last_checkpoint
-    predictor = Predictor.from_run(best, hop_fraction=config.data.eval_hop_fraction,
-                                   batch_size=config.data.batch_size)
+    predictor = Predictor.from_checkpoint(best, hop_fraction=config.data.eval_hop_fraction,
+                                          batch_size=config.data.batch_size)
     clean = clean_train_indices(len(data.targets["train"]), config.data.clean_train_clips, seed=config.train.seed)
     parts = {
         "val": (data.stores["val"], data.targets["val"]),
         "test": (data.stores["test"], data.targets["test"]),
         "train_clean": (data.stores["train"].subset(clean), data.targets["train"][clean]),
     }
-    summary: dict = {}
     t0 = time.time()
-    n_scored = 0
-    multi = config.data.task == "multilabel"
-    scored = {}
-    for split, (store, y) in parts.items():
-        if len(y):
-            scored[split] = (store, y, predictor.predict_store(store))
-            n_scored += len(y)
-    thresholds: np.ndarray | float = 0.5
-    if multi and "val" in scored:
-        # per-class decision thresholds, tuned for F1 on validation only; test F1 is then scored at them
-        thresholds = tune_thresholds(scored["val"][1], scored["val"][2])
-        run.save_json(run.thresholds_path, {"tuned_on": "val", "objective": "F1 per class",
-                                            "thresholds": dict(zip(data.labels, thresholds.tolist()))})
-    for split, (store, y, probs) in scored.items():
-        run.save_predictions(split, store.paths, y, probs, labels=data.labels,
-                             thresholds=thresholds if multi else None)
-        summary[split] = evaluation_metrics(y, probs, labels=data.labels, multi_label=multi, thresholds=thresholds)
+    scored = {split: (store.paths, y, predictor.predict_store(store)) for split, (store, y) in parts.items() if len(y)}
+    scores = score_splits(run, data.task, data.labels, scored)
     eval_seconds = time.time() - t0
+    n_scored = sum(len(y) for _, y, _ in scored.values())
     metrics = run.read_metrics() if run.metrics_path.is_file() else pd.DataFrame()
-    ckpt = torch.load(best, map_location="cpu", weights_only=False)
-    summary.update(
-        best_epoch=_best_epoch(ckpt),
-        epochs_run=int(len(metrics)),
-        monitor=config.train.monitor,
-        best_checkpoint=best.name,
-        baseline=(prior_baseline if multi else majority_baseline)(
-            data.targets["train"], data.targets["test"] if len(data.targets["test"]) else data.targets["val"]),
+    module = trainer.lightning_module
+    summary = RunSummary(
+        kind="deep",
+        scores=scores,
+        baseline=data.task.baseline(data.targets["train"],
+                                    data.targets["test"] if len(data.targets["test"]) else data.targets["val"]),
         data={
-            **{f"n_{s}": int(len(data.targets[s])) for s in ("train", "val", "test")},
-            "n_classes": len(data.labels),
+            **data_counts(data.targets, data.labels),
             "sample_rate": int(config.data.sample_rate),
             "clip_seconds": float(config.data.clip_seconds),
             "silent_clips": {s: int(sum(data.stores[s].silent)) for s in ("train", "val", "test")},
@@ -496,8 +346,8 @@ def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L
                                  for s in ("val", "test")},
                               "test_rows": rows_in_shared_groups(data.frame, data.frame["split"])},
         },
-        leakage=leakage_summary(data.leakage),
         model={"name": config.model.name, "params": predictor.model.num_parameters()},
+        leakage=leakage_summary(data.leakage),
         timing={
             "prepare_seconds": round(prep_seconds, 1),
             "train_seconds": round(train_seconds, 1),
@@ -505,18 +355,24 @@ def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L
                 len(data.targets["train"]) * max(1, len(metrics)) / max(train_seconds, 1e-9), 1),
             "eval_clips_per_second": round(n_scored / max(eval_seconds, 1e-9), 1),
         },
-        stopped_early=bool(trainer.should_stop and trainer.current_epoch < config.train.epochs),
-        diverged=getattr(trainer.lightning_module, "diverged", None),
-        epochs_planned=int(getattr(trainer.lightning_module, "planned_epochs", config.train.epochs)),
-        ema_decay=next((cb.decay() for cb in trainer.callbacks if isinstance(cb, WeightEMA)), None),
-        interrupted=bool(trainer.interrupted),
-        distributed={"world_size": trainer.world_size, "weights_checksums": checksums,
-                     "weights_identical": len(set(checksums)) == 1},
+        extra=dict(
+            best_epoch=_best_epoch(best),
+            epochs_run=int(len(metrics)),
+            monitor=config.train.monitor,
+            best_checkpoint=best.name,
+            stopped_early=bool(trainer.should_stop and trainer.current_epoch < config.train.epochs),
+            diverged=getattr(module, "diverged", None),
+            epochs_planned=int(getattr(module, "planned_epochs", config.train.epochs)),
+            ema_decay=next((cb.decay() for cb in trainer.callbacks if isinstance(cb, WeightEMA)), None),
+            interrupted=bool(trainer.interrupted),
+            distributed={"world_size": trainer.world_size, "weights_checksums": checksums,
+                         "weights_identical": len(set(checksums)) == 1},
+        ),
     )
-    run.save_summary(summary)
+    write_summary(run, summary)
     write_report(run.root)
 
 
-def _best_epoch(ckpt: dict) -> int:
+def _best_epoch(path: Path) -> int:
     """0-based epoch at whose end the checkpoint was written."""
-    return int(ckpt.get("epoch", 0))
+    return int(torch.load(path, map_location="cpu", weights_only=False).get("epoch", 0))

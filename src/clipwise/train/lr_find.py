@@ -29,7 +29,8 @@ def lr_range_test(config: Config, *, out: str | Path, start: float = 1e-6, end: 
     """
     import lightning as L
 
-    from clipwise.train.fit import _DataModule, build_spec, fit_normalisation, prepare_data, steps_per_epoch
+    from clipwise.data.prepare import prepare_data, steps_per_epoch
+    from clipwise.train.fit import _DataModule, build_spec, fit_normalisation
     from clipwise.train.module import ClassifierModule, parameter_groups
 
     out = Path(out)
@@ -37,7 +38,7 @@ def lr_range_test(config: Config, *, out: str | Path, start: float = 1e-6, end: 
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
-    data = prepare_data(config, None)
+    config, data = prepare_data(config)
     spec = build_spec(config, data.labels)
     module = ClassifierModule(spec.to_dict(), config.to_dict(),
                               steps_per_epoch(len(data.targets["train"]), config.data.batch_size))
@@ -97,7 +98,7 @@ def suggest(lrs: np.ndarray, smooth: np.ndarray) -> dict[str, float]:
 def _plot(frame: pd.DataFrame, result: dict[str, float], path: Path) -> None:
     from matplotlib.figure import Figure
 
-    from clipwise.evaluate.report import _save
+    from clipwise.evaluate.figures import save_figure as _save
 
     fig = Figure(figsize=(6.5, 4), layout="constrained")
     ax = fig.subplots()

@@ -20,7 +20,7 @@ from torch import nn
 from clipwise.augment import FilterAugment, FrequencyWarp, Overlay, SpecAugment, TimeReverse, TimeStretch
 from clipwise.data.dataset import aggregate_windows
 from clipwise.errors import ConfigError
-from clipwise.evaluate.multilabel import evaluation_metrics
+from clipwise.task import get_task
 from clipwise.models.classifier import AudioClassifier, ModelSpec
 
 EVAL_STAGES = ("val", "train_clean")
@@ -126,6 +126,7 @@ class ClassifierModule(L.LightningModule):
         mel_aug = [m for m in mel_aug if m is not None]
         self.mel_augment = nn.Sequential(*mel_aug) if mel_aug else None
         self.multi_label = bool(spec.get("multi_label"))
+        self.task = get_task("multilabel" if self.multi_label else "multiclass")
         overlay = aug.get("overlay", 0.0)
         if overlay > 0 and not self.multi_label:
             raise ConfigError("augment.overlay adds a second clip's labels, so it needs a multi-label task; set "
@@ -224,7 +225,7 @@ class ClassifierModule(L.LightningModule):
                     self._stop_diverged(f"the model's outputs became non-finite (NaN/Inf) at epoch "
                                         f"{self.current_epoch}")
                 probs = np.nan_to_num(probs, nan=0.0, posinf=1.0, neginf=0.0)  # so the scores can be computed
-            metrics = evaluation_metrics(target, probs, labels=self.model.labels, multi_label=self.multi_label)
+            metrics = self.task.metrics(target, probs, labels=self.model.labels)
             if not finite:
                 metrics["loss"] = float("nan")  # the loss of a NaN model is not defined, whatever the scores
             for name, value in metrics.items():

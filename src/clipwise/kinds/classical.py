@@ -14,19 +14,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
+import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clipwise._cache import cache_dir
+from clipwise.config import SUMMARY_FEATURES, Config
+from clipwise.data.dataset import AudioStore
+from clipwise.data.leakage import leakage_summary
+from clipwise.data.manifest import segment_seconds
+from clipwise.data.prepare import clean_train_indices, default_run_dir, prepare_data, write_run_files
 from clipwise.errors import ConfigError, RunError
+from clipwise.evaluate.report import write_report
 from clipwise.infer.scoring import Scoring
+from clipwise.kinds.base import RunKind, register_kind
+from clipwise.run import RunFolder
+from clipwise.summary import RunSummary, data_counts, score_splits, write_summary
 
-FEATURES = ("logmel", "mfcc", "bands", "cqt", "spectral", "zcr")
-STATS = ("mean", "std", "min", "max", "skew")
+FEATURES = SUMMARY_FEATURES
 
 
 def _estimator(name: str, params: dict[str, Any], seed: int, *, smallest_class: int):
@@ -64,10 +73,6 @@ CLASSICAL_MODELS = {
     "hgb": "histogram gradient boosting on summary features",
     "mlp": "one-hidden-layer MLP on summary features (standardised)",
 }
-
-
-def is_classical(name: str) -> bool:
-    return name in CLASSICAL_MODELS
 
 
 # -- features --------------------------------------------------------------------------------------------------
@@ -146,8 +151,6 @@ def _summary_features(wave: np.ndarray, sample_rate: int, *, features: tuple[str
 def extract(frame, waves: list[np.ndarray], sample_rate: int, feature_config: dict[str, Any], *,
             progress: bool = False) -> np.ndarray:
     """Feature matrix for the rows of ``frame`` (decoded in ``waves``), cached on disk per row and config."""
-    from clipwise.data.manifest import segment_seconds
-
     config_key = json.dumps({**feature_config, "sample_rate": sample_rate}, sort_keys=True)
     cache = cache_dir("features") / hashlib.sha1(config_key.encode()).hexdigest()[:16]
     out = []
@@ -181,26 +184,19 @@ def extract(frame, waves: list[np.ndarray], sample_rate: int, feature_config: di
 
 
 # -- training --------------------------------------------------------------------------------------------------
-def train_classical(config, *, out: str | Path | None = None) -> Path:
+def train_classical(config: Config, *, out: str | Path | None = None) -> Path:
     """Fit a classical baseline as ``config`` says and write its run folder (see the module docstring)."""
     import joblib
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from clipwise.data.leakage import leakage_summary
-    from clipwise.evaluate.metrics import classification_metrics, majority_baseline
-    from clipwise.evaluate.report import write_report
-    from clipwise.run import RunFolder
-    from clipwise.train.fit import clean_train_indices, default_run_dir, prepare_data
-
     run = RunFolder(out or default_run_dir(config))
-    run.root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    data = prepare_data(config, run)
-    if config.data.task == "multilabel":
+    config, data = prepare_data(config, run)
+    if data.task.multi_label:
         raise ConfigError("the classical baselines are single-label; train a deep model for multi-label data")
     fc = config.classical.model_dump()
-    frames = {s: data.frame[data.frame["split"] == s] for s in ("train", "val", "test")}
+    frames = {s: data.part(s) for s in ("train", "val", "test")}
     feats = {s: extract(frames[s], data.stores[s].waves, data.stores[s].sample_rate, fc,
                         progress=config.train.progress) for s in frames if len(frames[s])}
     prep_seconds = time.time() - t0
@@ -213,66 +209,82 @@ def train_classical(config, *, out: str | Path | None = None) -> Path:
     classes = list(pipe.classes_)
     if classes != list(range(len(data.labels))):  # every label occurs in training (checked), so this is a bug
         raise RunError(f"the baseline saw classes {classes}, expected 0..{len(data.labels) - 1}")
-    run.save_config_yaml(config.to_dict())
-    run.save_labels(data.labels)
-    kept = [c for c in ("path", "label", "split", "start", "end") if c in data.frame]
-    data.frame[kept].to_csv(run.root / "splits.csv", index=False)
-    run.save_json(run.leakage_path, data.leakage)
-    joblib.dump(pipe, run.root / "model.joblib")
+    write_run_files(run, config, data, kind=ClassicalKind.name)
+    joblib.dump(pipe, run.estimator_path)
     clean = clean_train_indices(len(data.targets["train"]), config.data.clean_train_clips, seed=config.train.seed)
     parts = {"val": (feats.get("val"), data.targets["val"], list(frames["val"]["path"])),
              "test": (feats.get("test"), data.targets["test"], list(frames["test"]["path"])),
              "train_clean": (feats["train"][clean], data.targets["train"][clean],
                              [list(frames["train"]["path"])[i] for i in clean])}
-    summary: dict[str, Any] = {}
     t2 = time.time()
-    for split, (x, y, paths) in parts.items():
-        if x is None or not len(y):
-            continue
-        probs = pipe.predict_proba(x)
-        run.save_predictions(split, paths, y, probs, labels=data.labels)
-        m = classification_metrics(y, probs, labels=data.labels)
-        m["loss"] = m.pop("log_loss")
-        summary[split] = m
+    scored = {split: (paths, y, pipe.predict_proba(x)) for split, (x, y, paths) in parts.items()
+              if x is not None and len(y)}
+    scores = score_splits(run, data.task, data.labels, scored)
     eval_seconds = time.time() - t2
     y_eval = data.targets["test"] if len(data.targets["test"]) else data.targets["val"]
-    summary.update(
-        monitor=None, best_checkpoint="model.joblib",
-        baseline=majority_baseline(data.targets["train"], y_eval),
-        data={**{f"n_{s}": int(len(data.targets[s])) for s in ("train", "val", "test")},
-              "n_classes": len(data.labels), "sample_rate": int(config.data.sample_rate),
+    summary = RunSummary(
+        kind=ClassicalKind.name,
+        scores=scores,
+        baseline=data.task.baseline(data.targets["train"], y_eval),
+        data={**data_counts(data.targets, data.labels), "sample_rate": int(config.data.sample_rate),
               "silent_clips": {s: int(sum(data.stores[s].silent)) for s in ("train", "val", "test")},
               "skipped_files": int(len(data.skipped)), "n_features": int(feats["train"].shape[1])},
+        model={"name": config.model.name, "estimator": type(pipe[-1]).__name__,
+               "size_bytes": run.estimator_path.stat().st_size},
         leakage=leakage_summary(data.leakage),
-        model={"name": config.model.name, "kind": "classical", "estimator": type(pipe[-1]).__name__,
-               "size_bytes": len(pickle.dumps(pipe))},
         timing={"prepare_seconds": round(prep_seconds, 1), "train_seconds": round(train_seconds, 1),
                 "eval_clips_per_second": round(sum(len(p[1]) for p in parts.values()) / max(eval_seconds, 1e-9), 1)},
+        extra={"monitor": None, "best_checkpoint": run.estimator_path.name},
     )
-    run.save_summary(summary)
+    write_summary(run, summary)
     write_report(run.root)
     return run.root
 
 
 class ClassicalPredictor(Scoring):
-    """Scores audio with a fitted baseline (``model.joblib``), with the interface of
-    :class:`~clipwise.infer.predictor.Predictor` that ``evaluate`` and ``predict`` use."""
+    """Scores audio with a fitted baseline, with the interface of :class:`~clipwise.infer.predictor.Predictor`
+    that ``evaluate`` and ``predict`` use."""
 
     multi_label = False
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run: RunFolder):
         import joblib
-        import yaml
 
-        run_dir = Path(run_dir)
-        self.pipeline = joblib.load(run_dir / "model.joblib")
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        self.pipeline = joblib.load(run.estimator_path)
+        cfg = run.load_config_dict()
         self.sample_rate = int(cfg["data"]["sample_rate"])
         self.feature_config = cfg["classical"]
-        self.labels = json.loads((run_dir / "labels.json").read_text())
+        self.labels = run.load_labels()
 
     def predict_frame(self, df) -> np.ndarray:
-        from clipwise.data.dataset import AudioStore
-
         store = AudioStore.load(df, sample_rate=self.sample_rate, progress=True)
         return self.pipeline.predict_proba(extract(df, store.waves, self.sample_rate, self.feature_config))
+
+
+@register_kind
+class ClassicalKind(RunKind):
+    name = "classical"
+    order = 1
+    description = "summary features of each clip and a scikit-learn classifier"
+
+    def trains(self, model_name: str) -> bool:
+        return model_name in CLASSICAL_MODELS
+
+    def models(self) -> list[tuple[str, str, str]]:
+        return [(name, "classical", text) for name, text in CLASSICAL_MODELS.items()]
+
+    def train(self, config: Config, *, out: str | os.PathLike | None = None, resume: bool = False,
+              callbacks: Sequence[Any] = ()) -> Path:
+        if resume:
+            raise ConfigError("a classical baseline trains in one go; there is nothing to resume")
+        return train_classical(config, out=out)
+
+    def load(self, run: RunFolder, *, checkpoint: str = "best", **options: Any) -> ClassicalPredictor:
+        return ClassicalPredictor(run)
+
+    def bundle(self, run: RunFolder, dest: Path) -> bool:
+        copy = RunFolder(dest)
+        copy.root.mkdir(parents=True, exist_ok=True)
+        for path in (run.info_path, run.config_path, run.labels_path, run.estimator_path):
+            shutil.copy2(path, copy.root / path.name)
+        return True

@@ -34,10 +34,11 @@ import numpy as np
 
 from clipwise.errors import ConfigError, RunError
 from clipwise.evaluate.metrics import LOG_LOSS_EPS
+from clipwise.evaluate.report import write_report
 from clipwise.infer.scoring import Scoring
-from clipwise.run import ENSEMBLE_FILE, RunFolder
-
-MEMBERS_DIR = "members"
+from clipwise.kinds.base import RunKind, get_kind, load_run, register_kind
+from clipwise.run import RunFolder
+from clipwise.summary import RunSummary, score_splits, write_summary
 
 
 def temper(probs: np.ndarray, t: float, *, multi_label: bool = False) -> np.ndarray:
@@ -103,31 +104,9 @@ def _load_member(path: str | os.PathLike) -> RunFolder:
     return run
 
 
-def _bundle_member(member: RunFolder, dest: Path) -> bool:
-    """Copy what scoring audio with ``member`` needs into ``dest``; False (nothing copied) when it holds no model
-    (a folder of saved predictions only)."""
-    from clipwise.infer.predictor import MODEL_FILE
-    from clipwise.models.classifier import AudioClassifier
-
-    src = member.root
-    nested = (src / ENSEMBLE_FILE).is_file()
-    classical = not nested and (src / "model.joblib").is_file()
-    deep = not (nested or classical) and member.best_checkpoint.is_file()
-    if not (nested or classical or deep):
-        return False
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in (ENSEMBLE_FILE, "model.joblib", "config.yaml", "labels.json", "thresholds.json"):
-        if (src / name).is_file():
-            shutil.copy2(src / name, dest / name)
-    if nested and (src / MEMBERS_DIR).is_dir():  # a nested ensemble's own copies of its members
-        shutil.copytree(src / MEMBERS_DIR, dest / MEMBERS_DIR)
-    if deep:
-        AudioClassifier.load(member.best_checkpoint).save(dest / MODEL_FILE)
-    return True
-
-
 def _member_dir(ensemble_dir: Path, member: str) -> Path:
-    """A member's folder: relative to the ensemble's folder (bundled), or an absolute path (older ensembles)."""
+    """A member's folder: relative to the ensemble's folder (a bundled copy), or the absolute path of a member
+    that holds no model to copy (saved predictions only)."""
     path = Path(member)
     return path if path.is_absolute() else ensemble_dir / path
 
@@ -146,9 +125,6 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
         ConfigError: fewer than two runs, different labels or clips, bad weights, calibration or learned
             weights without labelled validation predictions.
     """
-    from clipwise.evaluate.multilabel import evaluation_metrics, lwlrap, tune_thresholds
-    from clipwise.evaluate.report import write_report
-
     if len(runs) < 2:
         raise ConfigError("an ensemble needs at least two runs")
     members = [_load_member(r) for r in runs]
@@ -158,19 +134,20 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
         if source.is_relative_to(target) or target.is_relative_to(source):
             raise ConfigError(f"--out {out} is, holds or lies inside the member run {m.root}: writing there would "
                               "overwrite what the member saved; choose another folder")
-    if target.is_dir() and any(target.iterdir()) and not (target / ENSEMBLE_FILE).is_file():
+    if target.is_dir() and any(target.iterdir()) and not RunFolder(target).ensemble_path.is_file():
         raise ConfigError(f"--out {out} already holds files and is not an ensemble folder; choose a new or empty "
                           "folder (nothing was written)")
     labels = members[0].load_labels()
-    multi = members[0].is_multi_label()
-    mixed_tasks = [str(m.root) for m in members if m.is_multi_label() != multi]
-    if mixed_tasks:
-        raise ConfigError(f"{mixed_tasks} {'are not' if multi else 'are'} multi-label but {members[0].root} "
-                          f"{'is' if multi else 'is not'}: ensemble members must solve the same task")
     for m in members[1:]:
         if m.load_labels() != labels:
             raise ConfigError(f"{m.root} has labels {m.load_labels()[:5]}..., {members[0].root} has "
                               f"{labels[:5]}...: ensemble members must be trained on the same labels")
+    task = members[0].task
+    multi = task.multi_label
+    mixed_tasks = [str(m.root) for m in members if m.task != task]
+    if mixed_tasks:
+        raise ConfigError(f"{mixed_tasks} {'are not' if multi else 'are'} multi-label but {members[0].root} "
+                          f"{'is' if multi else 'is not'}: ensemble members must solve the same task")
     scored: dict[str, tuple[list[str], np.ndarray, list[np.ndarray]]] = {}
     for split in ("val", "test"):
         if not all(m.predictions_path(split).is_file() for m in members):
@@ -190,7 +167,7 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
                           "--calibrate off")
     if calibrate or weights == "learn":
         y_val = scored["val"][1]
-        keep = _labelled(y_val)
+        keep = task.labelled(y_val)
     temperatures = [1.0] * len(members)
     if calibrate:
         temperatures = [fit_temperature(y_val[keep], p[keep]) for p in scored["val"][2]]
@@ -210,71 +187,54 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
         w = w / w.sum()
     run = RunFolder(out)
     run.root.mkdir(parents=True, exist_ok=True)
-    if (run.root / MEMBERS_DIR).is_dir():  # rebuilding an ensemble: no copies of its earlier members stay behind
-        shutil.rmtree(run.root / MEMBERS_DIR)
+    if run.members_dir.is_dir():  # rebuilding an ensemble: no copies of its earlier members stay behind
+        shutil.rmtree(run.members_dir)
     names = [m.root.name for m in members]
     names = [f"{i}-{n}" if names.count(n) > 1 else n for i, n in enumerate(names)]  # e.g. two cv/fold1 members
     located = []
     for i, m in enumerate(members):
-        rel = Path(MEMBERS_DIR) / f"{i}-{m.root.name}"
-        located.append(rel.as_posix() if _bundle_member(m, run.root / rel) else str(m.root.resolve()))
+        rel = Path(run.members_dir.name) / f"{i}-{m.root.name}"
+        located.append(rel.as_posix() if get_kind(m.kind).bundle(m, run.root / rel) else str(m.root.resolve()))
     spec = {"members": located, "names": names, "sources": [str(m.root.resolve()) for m in members],
             "weights": [float(x) for x in w], "weights_from": weights if weights in ("learn", "mean") else "given",
             "temperatures": [round(t, 6) for t in temperatures], "calibrated_on": "val" if calibrate else None}
-    run.save_json(run.root / ENSEMBLE_FILE, spec)
+    run.write_info(kind=EnsembleKind.name, task=task)
+    run.save_json(run.ensemble_path, spec)
     run.save_labels(labels)
-    if (members[0].root / "splits.csv").is_file():  # `evaluate` finds the members' split here
-        (run.root / "splits.csv").write_text((members[0].root / "splits.csv").read_text())
-    run.save_config_yaml({"ensemble": spec, "data": {"task": "multilabel" if multi else "multiclass"},
-                          "train": {"monitor": "val_lwlrap" if multi else "val_accuracy"}})
-    mixed = {split: np.tensordot(w, np.stack(probs), axes=1) for split, (_, _, probs) in scored.items()}
-    thresholds: np.ndarray | float = 0.5
-    if multi and "val" in scored and scored["val"][1] is not None:
-        # per-class thresholds for the ensemble's own scores, tuned on validation as a multi-label run does
-        thresholds = tune_thresholds(scored["val"][1], mixed["val"])
-        run.save_json(run.thresholds_path, {"tuned_on": "val", "objective": "F1 per class",
-                                            "thresholds": dict(zip(labels, thresholds.tolist()))})
-    summary: dict[str, Any] = {"members": {}}
-    key = "lwlrap" if multi else "accuracy"
+    if members[0].splits_path.is_file():  # `evaluate` finds the members' split here
+        shutil.copy2(members[0].splits_path, run.splits_path)
+    run.save_config_yaml({"ensemble": spec, "data": {"task": task.name}, "train": {"monitor": task.monitor}})
+    mixed = {split: (paths, y, np.tensordot(w, np.stack(probs), axes=1)) for split, (paths, y, probs) in scored.items()}
+    # the ensemble's own scores get their own per-class thresholds (multi-label), tuned on validation
+    scores = score_splits(run, task, labels, mixed)
+    members_scores: dict[str, dict[str, float]] = {}
     for split, (paths, y, probs) in scored.items():
-        run.save_predictions(split, paths, y, mixed[split], labels=labels,
-                             thresholds=thresholds if multi else None)
         if y is not None:
-            keep = _labelled(y)
-            summary[split] = evaluation_metrics(y[keep], mixed[split][keep], labels=labels, multi_label=multi,
-                                                thresholds=thresholds)
+            keep = task.labelled(y)
             for name, p in zip(names, probs):
-                score = lwlrap(y[keep], p[keep]) if multi else np.mean(p[keep].argmax(1) == y[keep])
-                summary["members"].setdefault(name, {})[f"{split}_{key}"] = float(score)
+                members_scores.setdefault(name, {})[f"{split}_{task.main_metric}"] = task.score(y[keep], p[keep])
     first = members[0].load_summary()
-    summary.update(model={"name": "ensemble of " + ", ".join(names), "kind": "ensemble"},
-                   baseline=first.get("baseline"), data={k: v for k, v in (first.get("data") or {}).items()
-                                                         if k.startswith("n_") or k == "n_classes"})
-    run.save_summary(summary)
+    summary = RunSummary(
+        kind=EnsembleKind.name, scores=scores, baseline=first.get("baseline"),
+        data={k: v for k, v in (first.get("data") or {}).items() if k.startswith("n_") or k == "n_classes"},
+        model={"name": "ensemble of " + ", ".join(names)}, extra={"members": members_scores})
+    write_summary(run, summary)
     write_report(run.root)
     return run.root
-
-
-def _labelled(y: np.ndarray) -> np.ndarray:
-    """Rows with a truth: class index >= 0 (single-label), any row of a multi-hot matrix (multi-label)."""
-    return np.ones(len(y), dtype=bool) if y.ndim == 2 else y >= 0
 
 
 class EnsemblePredictor(Scoring):
     """Scores audio with every member (each with its own frontend and clip length) and mixes the
     probabilities with the ensemble's weights; the interface of :class:`~clipwise.infer.Predictor`."""
 
-    def __init__(self, run_dir: str | os.PathLike):
-        from clipwise.infer.predictor import Predictor
-
-        run_dir = Path(run_dir)
-        spec = json.loads((run_dir / ENSEMBLE_FILE).read_text())
-        folders = [_member_dir(run_dir, m) for m in spec["members"]]
+    def __init__(self, run: RunFolder):
+        spec = run._read(run.ensemble_path, json.loads, "JSON")
+        folders = [_member_dir(run.root, m) for m in spec["members"]]
         missing = [str(f) for f in folders if not f.is_dir()]
         if missing:
             raise RunError(f"ensemble member(s) {missing} are gone; the ensemble needs its members' folders "
                            "(rebuild it with `clipwise ensemble`, which copies the members' models into it)")
-        self.members = [Predictor.from_run(f) for f in folders]
+        self.members = [load_run(f) for f in folders]
         self.multi_label = bool(self.members[0].multi_label)
         self.weights = np.asarray(spec["weights"], dtype=np.float64)
         self.temperatures = [float(t) for t in spec.get("temperatures") or [1.0] * len(self.members)]
@@ -285,3 +245,23 @@ class EnsemblePredictor(Scoring):
                   for m, t in zip(self.members, self.temperatures)]
         return np.tensordot(self.weights, np.stack(scores), axes=1)
 
+
+
+@register_kind
+class EnsembleKind(RunKind):
+    name = "ensemble"
+    order = 2
+    description = "probabilities of finished runs, mixed with weights learned on validation"
+
+    def load(self, run: RunFolder, *, checkpoint: str = "best", **options: Any) -> EnsemblePredictor:
+        return EnsemblePredictor(run)
+
+    def bundle(self, run: RunFolder, dest: Path) -> bool:
+        copy = RunFolder(dest)
+        copy.root.mkdir(parents=True, exist_ok=True)
+        for path in (run.info_path, run.ensemble_path, run.config_path, run.labels_path, run.thresholds_path):
+            if path.is_file():
+                shutil.copy2(path, copy.root / path.name)
+        if run.members_dir.is_dir():  # a nested ensemble's own copies of its members
+            shutil.copytree(run.members_dir, copy.members_dir)
+        return True

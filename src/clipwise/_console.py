@@ -1,0 +1,135 @@
+"""What the commands print: run summaries, prediction tables, cross-validation and recompute results.
+
+Every function takes plain results (a run folder, dicts, lists) and writes to stdout (warnings to stderr); the
+numbers shown are the ones the run folder holds. The main score of each line is the run's task's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from clipwise.run import RunFolder
+from clipwise.task import get_task
+
+
+def print_run_summary(run_dir: Path) -> None:
+    """Scores per split, the best epoch and where the report is."""
+    run = RunFolder(run_dir)
+    if not run.summary_path.is_file():
+        return
+    summary = run.load_summary()
+    task = run.task
+    main = task.headline[:2] if task.multi_label else task.headline[:1]
+    print(f"\nrun folder: {run.root}")
+    for split in ("train_clean", "val", "test"):
+        if split in summary:
+            m = summary[split]
+            head = "  ".join(f"{key} {m[key]:.4f}" for key in main)
+            print(f"  {split:12s} {head}  macro-F1 {m['macro_f1']:.4f}  n={m['n']}")
+    print(f"  best epoch {summary.get('best_epoch')} of {summary.get('epochs_run')}; report: {run.report_path}")
+    if summary.get("diverged"):
+        print(f"warning: training diverged: {summary['diverged']}", file=sys.stderr)
+
+
+def print_predictions(files: Sequence[Path], top: list[list[tuple[str, float]]], *, fmt: str,
+                      tags: list[list[str]] | None = None) -> None:
+    """One row per file: the top-k labels and probabilities (``tags``: a multi-label run's decided labels)."""
+    if fmt == "json":
+        rows = [{"path": str(f), **({"tags": tags[i]} if tags is not None else {}),
+                 "top": [{"label": lab, "probability": round(p, 6)} for lab, p in t]}
+                for i, (f, t) in enumerate(zip(files, top))]
+        print(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        k = len(top[0]) if top else 0
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["path"] + (["tags"] if tags is not None else [])
+                        + [c for i in range(1, k + 1) for c in (f"label_{i}", f"prob_{i}")])
+        for i, (f, t) in enumerate(zip(files, top)):
+            writer.writerow([str(f)] + ([";".join(tags[i])] if tags is not None else [])
+                            + [c for lab, p in t for c in (lab, f"{p:.6f}")])
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("file", *(["tags"] if tags is not None else []),
+                      *[f"#{i + 1}" for i in range(len(top[0]) if top else 0)])
+        for i, (f, t) in enumerate(zip(files, top)):
+            table.add_row(str(f), *(["; ".join(tags[i]) or "-"] if tags is not None else []),
+                          *[f"{lab} {p:.3f}" for lab, p in t])
+        Console().print(table)
+
+
+def print_cv_summary(root: Path) -> None:
+    """Mean, std and 95 % interval of the main scores over the folds."""
+    cv = RunFolder(root)
+    summary = json.loads(cv.cv_summary_path.read_text())
+    print(f"\ncross-validation folder: {root}")
+    for key in get_task(summary["task"]).headline[:3]:
+        if key not in summary["mean"]:
+            continue
+        m = summary["mean"][key]
+        print(f"  {key:18s} {m['mean']:.4f} ± {m['std']:.4f}  95 % interval [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"
+              f"  ({m['n']} folds)")
+    print(f"  report: {root / 'report.md'}")
+
+
+def print_evaluation(result: dict[str, Any], *, task_name: str, fmt: str) -> None:
+    """``clipwise evaluate``'s scores of one split or manifest."""
+    if fmt == "json":
+        print(json.dumps(result, indent=2))
+        return
+    m = result["metrics"]
+    print(f"{result['source']} ({m['n']} clips, checkpoint {result['checkpoint']})")
+    for key in get_task(task_name).headline:
+        print(f"  {key:18s} {m[key]:.4f}")
+    print(f"predictions: {result['predictions']}")
+
+
+def print_recompute(result: dict[str, Any], *, fmt: str) -> None:
+    """``clipwise evaluate --recompute``: which numbers differ, and whether the report regenerates."""
+    if fmt == "json":
+        print(json.dumps(result, indent=2))
+        return
+    bad = [c for c in result["checks"] if not c["ok"]]
+    print(f"{len(result['checks'])} numbers recomputed from the predictions and the checkpoint "
+          f"(tolerance {result['tolerance']:g}): {len(bad)} differ")
+    for c in bad:
+        print(f"  {c['check']}: {c['key']} stated {c['stated']:.6g}, recomputed {c['recomputed']:.6g}")
+    for c in (c for c in result["checks"] if c["key"] == "max |probability|"):
+        print(f"  {c['check']}: largest probability difference {c['recomputed']:.2e}")
+    if result["report_diff"]:
+        print(f"report.md differs from a regenerated one in {len(result['report_diff'])} line(s):")
+        print("\n".join(f"  {ln}" for ln in result["report_diff"][:20]))
+    else:
+        print("report.md regenerates identically")
+    print("all numbers reproduce" if result["ok"] else "some numbers do NOT reproduce (details: recompute.json)")
+
+
+def print_ensemble(out: Path) -> None:
+    """Each member's weight, temperature and scores, and the ensemble's."""
+    run = RunFolder(out)
+    summary = run.load_summary()
+    spec = json.loads(run.ensemble_path.read_text())
+    main = run.task.main_metric
+    print(f"ensemble folder: {out}")
+    for name, w, t in zip(spec["names"], spec["weights"], spec["temperatures"]):
+        scores = summary["members"].get(name, {})
+        print(f"  {name:30s} weight {w:.3f}  temperature {t:.3f}  "
+              + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    for split in ("val", "test"):
+        if split in summary:
+            print(f"  {'ensemble ' + split:30s} {main} {summary[split][main]:.4f}  "
+                  f"macro-F1 {summary[split]['macro_f1']:.4f}")
+
+
+def print_model_list(models: Sequence[tuple[str, str, str]], *, default: str) -> None:
+    """`clipwise models`: name, family and description of every model."""
+    print(f"{'name':26s} {'family':14s} description")
+    for name, family, description in models:
+        print(f"{name:26s} {family:14s} {description}{' (default)' if name == default else ''}")
+    print("\nAny other timm model name also works as a backbone (see timm.list_models()).")
