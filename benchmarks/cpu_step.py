@@ -65,7 +65,7 @@ def main() -> None:
         return
     import torch
 
-    from clipwise.train.fit import cpu_has_native_bf16
+    from clipwise.training.fit import cpu_has_native_bf16
 
     settings = {"float32, 1 thread": dict(threads=1), "bf16 autocast, 1 thread": dict(threads=1, bf16=True),
                 "channels-last, 1 thread": dict(threads=1, channels_last=True), "float32, 2 threads": dict(threads=2)}

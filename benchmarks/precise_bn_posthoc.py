@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader
 from clipwise.data.dataset import AudioStore, collate_windows
 from clipwise.infer.predictor import Predictor
 from clipwise.models.classifier import AudioClassifier
-from clipwise.train.callbacks import recalibrate_batchnorm
+from clipwise.training.callbacks import recalibrate_batchnorm
 from clipwise.data.prepare import clean_train_indices
-from clipwise.train.fit import window_subset
+from clipwise.training.data import window_subset
 
 
 def main() -> None:

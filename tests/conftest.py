@@ -95,7 +95,7 @@ def _fingerprint(folder: Path) -> dict[str, str]:
 def two_epoch_run(synth_manifest, tiny, tmp_path_factory) -> Path:
     """The folder of one finished 2-epoch run of the tiny model on ``synth_manifest``, trained once per session
     through the CLI (``clipwise train --data SYNTH --epochs 2 --out RUN *TINY``) and shared by tests/test_cli.py,
-    tests/train/test_resume.py and tests/infer/test_recompute.py.
+    tests/training/test_resume.py and tests/infer/test_recompute.py.
 
     Read-only: a test that writes into a run folder (evaluate, resume, recompute, tampering) works on a copy
     (``two_epoch_copy``). The folder is checked unchanged at the end of the session."""

@@ -20,8 +20,12 @@ def test_importing_clipwise_loads_no_torch_and_every_public_name_resolves():
             "assert 'torch' not in sys.modules, 'torch imported by task/run'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    import clipwise.kinds  # noqa: F401  (imports every subpackage a run needs)
+
     for name in clipwise.__all__:
         assert getattr(clipwise, name) is not None
+    # no subpackage shadows an API name (importing a subpackage sets the package attribute of its name)
+    assert callable(clipwise.train) and callable(clipwise.cv) and callable(clipwise.load)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         clipwise.nothing  # noqa: B018
 
@@ -60,3 +64,13 @@ def test_train_returns_the_model_of_a_new_run(synth_manifest, tiny, tmp_path):
     info = json.loads(model.run.info_path.read_text())
     assert info["kind"] == "deep" and info["task"] == "multiclass"
     assert len(pd.read_csv(model.run.metrics_path)) == 1
+
+
+@pytest.mark.slow
+def test_a_checkpoint_file_of_a_run_loads_that_checkpoint(two_epoch_run, tmp_path):
+    model = clipwise.load(two_epoch_run / "checkpoints" / "last.ckpt")
+    assert model.run.root == two_epoch_run and model.kind == "deep"
+    stray = tmp_path / "model.ckpt"
+    stray.write_bytes(b"")
+    with pytest.raises(clipwise.RunError, match="pass the run folder"):
+        clipwise.load(stray)

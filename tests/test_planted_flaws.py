@@ -4,7 +4,7 @@ clipwise must report (by `check`, by `train` refusing, or in the run's report).
 Covered here with the real pipeline: an exact duplicate across splits, validation above (clean) training,
 best epoch 0 with a model at the majority baseline, and features that produce NaN. Covered elsewhere, also on
 synthetic data: group leakage across folds and near duplicates (tests/data/test_check.py for `check`,
-tests/train/test_leakage.py and tests/train/test_cv.py for `train` / `cv` refusing), and each report note on
+tests/training/test_leakage.py and tests/training/test_cv.py for `train` / `cv` refusing), and each report note on
 run folders built to show it (tests/evaluate/test_report.py).
 """
 

@@ -176,7 +176,7 @@ def test_a_grid_worker_stops_rather_than_repeat_a_point_another_worker_is_runnin
 def _fake_training(monkeypatch, fail):
     """Replace training by a stand-in that scores n_mels / 100 and raises ``fail(values, call)`` when it returns
     an exception; returns the list of (folder, pad_mode, n_mels) it was called with."""
-    import clipwise.train.fit as fit
+    import clipwise.training.fit as fit
     from clipwise.run import RunFolder
 
     calls = []

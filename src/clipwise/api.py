@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 
 from clipwise.config import Config, load_config, parse_override
-from clipwise.errors import ConfigError
+from clipwise.errors import ConfigError, RunError
 from clipwise.infer.evaluate import evaluate_run
 from clipwise.infer.predictor import find_audio
 from clipwise.infer.scoring import Scoring
 from clipwise.kinds import kind_for_model, load_run, train_run
 from clipwise.run import RunFolder
 from clipwise.task import Task
-from clipwise.train.cv import cross_validate
+from clipwise.training.cv import cross_validate
 
 PathLike = str | os.PathLike
 
@@ -115,12 +115,20 @@ class Model:
 
 
 def load(run: PathLike, *, checkpoint: str = "best") -> Model:
-    """Load a finished run folder (a trained network, a classical baseline or an ensemble).
+    """Load a finished run folder (a trained network, a classical baseline or an ensemble); a run's checkpoint
+    file (``RUN/checkpoints/last.ckpt``) loads that checkpoint of the run.
 
     Raises:
-        RunError: not a run folder, or its model files are missing.
+        RunError: not a run folder or one of its checkpoints, or its model files are missing.
     """
-    folder = RunFolder.open(run)
+    path = Path(run)
+    if path.is_file():
+        folder = RunFolder(path.parent.parent)
+        if path.parent.name != folder.checkpoints_dir.name or path.stem not in ("best", "last"):
+            raise RunError(f"{path} is not a checkpoint of a clipwise run folder (RUN/checkpoints/best.ckpt or "
+                           "last.ckpt); pass the run folder")
+        path, checkpoint = folder.root, path.stem
+    folder = RunFolder.open(path)
     return Model(folder, load_run(folder.root, checkpoint=checkpoint))
 
 

@@ -120,7 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_cv(args: argparse.Namespace) -> int:
     from clipwise._console import print_cv_summary
-    from clipwise.train.cv import cross_validate
+    from clipwise.training.cv import cross_validate
 
     config = _config_from_args(args)
     only = [int(k) for k in args.only.split(",")] if args.only else None
@@ -201,7 +201,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
-    from clipwise.train.lr_find import lr_range_test
+    from clipwise.training.lr_find import lr_range_test
 
     config = _config_from_args(args)
     result = lr_range_test(config, out=args.out, start=args.start, end=args.end, steps=args.steps)
@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("predict", help="top-k labels for audio files or folders")
-    s.add_argument("run", help="run folder (or a checkpoint file)")
+    s.add_argument("run", help="run folder (or one of its checkpoints, RUN/checkpoints/last.ckpt)")
     s.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
     s.add_argument("--top-k", type=int, default=3)
     s.add_argument("--format", default="table", choices=["table", "csv", "json"])

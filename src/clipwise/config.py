@@ -153,7 +153,7 @@ class OptimConfig(_Section):
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
     warmup_epochs: float = Field(2.0, ge=0)
-    min_lr_ratio: float = Field(0.01, ge=0, le=1)
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="final lr / lr of the cosine and onecycle schedules")
     phases: list[PhaseConfig] = Field(
         default_factory=list, description="fit_one_cycle-style phases (epochs, lr, freeze, backbone_lr_factor); "
         "when set they replace schedule, lr and train.epochs (their epochs add up)"

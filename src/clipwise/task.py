@@ -11,15 +11,25 @@ nothing else decides it. The module needs numpy only (no torch), so the torch-fr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from clipwise.data.manifest import parse_labels
 from clipwise.errors import ConfigError, RegistryError
-from clipwise.evaluate.metrics import LOG_LOSS_EPS, classification_metrics, majority_baseline
-from clipwise.evaluate.multilabel import lwlrap, multilabel_metrics, prior_baseline, tune_thresholds
+from clipwise.evaluate.metrics import LOG_LOSS_EPS, classification_metrics, majority_baseline, proportion_interval
+from clipwise.evaluate.multilabel import (
+    lwlrap,
+    multilabel_metrics,
+    per_class_average_precision,
+    prior_baseline,
+    tune_thresholds,
+)
 from clipwise.registry import Registry
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) and np.isfinite(value) else "n/a"
+
 
 class Task:
     """What single- and multi-label classification do differently. Instances hold no state."""
@@ -33,6 +43,10 @@ class Task:
     monitors: ClassVar[tuple[str, ...]]
     activation: ClassVar[str]  # "softmax" or "sigmoid"
     baseline_name: ClassVar[str]
+    #: (metric, column title) of the scores a report tabulates, loss last
+    report_columns: ClassVar[tuple[tuple[str, str], ...]]
+    #: what a report says under its results table about how this task is scored
+    report_note: ClassVar[str] = ""
 
     @property
     def monitor(self) -> str:
@@ -97,6 +111,18 @@ class Task:
         """The labels decided for each row: the arg-max, or every label at or above its threshold."""
         raise NotImplementedError
 
+    def baseline_sentence(self, baseline: dict[str, float], *, on: str = "") -> str:
+        """The report's sentence about :meth:`baseline`'s scores (``on``: where they were computed)."""
+        raise NotImplementedError
+
+    def pooled(self, y: np.ndarray, probs: np.ndarray, *, labels: Sequence[str]) -> dict[str, Any]:
+        """Scores over pooled out-of-fold predictions (each fold tuned its own thresholds, so no F1 for tags)."""
+        raise NotImplementedError
+
+    def pooled_sentence(self, pooled: dict[str, Any]) -> str:
+        """The report's words for :meth:`pooled`'s scores."""
+        raise NotImplementedError
+
 
 class MultiClass(Task):
     """One label per clip: softmax outputs, cross-entropy, accuracy, arg-max decisions."""
@@ -108,6 +134,8 @@ class MultiClass(Task):
     monitors = ("val_accuracy", "val_macro_f1", "val_balanced_accuracy", "val_loss")
     activation = "softmax"
     baseline_name = "Majority-class baseline"
+    report_columns = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
+                      ("top5_accuracy", "top-5"), ("loss", "loss"))
 
     def encode(self, cells: Sequence[object], labels: Sequence[str]) -> np.ndarray:
         index = {name: i for i, name in enumerate(labels)}
@@ -136,6 +164,21 @@ class MultiClass(Task):
     def decide(self, probs, labels, thresholds=None):
         return [[labels[int(i)]] for i in np.asarray(probs).argmax(axis=1)]
 
+    def baseline_sentence(self, baseline, *, on=""):
+        return (f"Majority-class baseline (always predict the most frequent training class){on}: accuracy "
+                f"{_fmt(baseline.get('accuracy'))}, balanced accuracy {_fmt(baseline.get('balanced_accuracy'))}.")
+
+    def pooled(self, y, probs, *, labels):
+        pooled: dict[str, Any] = classification_metrics(y, probs, labels=labels)
+        hits = int((np.asarray(probs).argmax(axis=1) == y).sum())
+        pooled["accuracy_ci"] = list(proportion_interval(hits, len(y)))
+        return pooled
+
+    def pooled_sentence(self, pooled):
+        lo, hi = pooled["accuracy_ci"]
+        return (f"accuracy {pooled['accuracy']:.4f} (95 % Wilson interval [{lo:.4f}, {hi:.4f}]), balanced accuracy "
+                f"{pooled['balanced_accuracy']:.4f}, macro-F1 {pooled['macro_f1']:.4f}")
+
 
 class MultiLabel(Task):
     """Any number of labels per clip: sigmoid outputs, binary cross-entropy, lwlrap, per-class thresholds."""
@@ -147,6 +190,11 @@ class MultiLabel(Task):
     monitors = ("val_lwlrap", "val_mAP", "val_loss")
     activation = "sigmoid"
     baseline_name = "Prior baseline (every clip ranked by label frequency)"
+    report_columns = (("lwlrap", "lwlrap"), ("mAP", "mAP"), ("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"),
+                      ("loss", "loss"))
+    report_note = ("Multi-label: lwlrap (label-weighted label-ranking average precision, the Freesound Audio "
+                   "Tagging 2019 metric) and mAP rank the labels of each clip; the F1 scores use per-class thresholds "
+                   "tuned on validation (thresholds.json). Accuracy is not reported: it rewards predicting nothing.")
 
     def encode(self, cells: Sequence[object], labels: Sequence[str]) -> np.ndarray:
         index = {name: i for i, name in enumerate(labels)}
@@ -182,6 +230,19 @@ class MultiLabel(Task):
         cut = np.broadcast_to(np.asarray(0.5 if thresholds is None else thresholds, dtype=np.float64),
                               (len(labels),))
         return [[lab for lab, p, c in zip(labels, row, cut) if p >= c] for row in np.asarray(probs)]
+
+    def baseline_sentence(self, baseline, *, on=""):
+        return (f"Prior baseline (rank the labels by their training frequency, whatever the audio){on}: "
+                f"lwlrap {_fmt(baseline.get('lwlrap'))}, mAP {_fmt(baseline.get('mAP'))}.")
+
+    def pooled(self, y, probs, *, labels):
+        ap = per_class_average_precision(y, probs)
+        return {"lwlrap": lwlrap(y, probs), "mAP": float(np.nanmean(ap)) if np.isfinite(ap).any() else None,
+                "n": int(len(y)), **{f"ap_{lab}": float(v) for lab, v in zip(labels, ap)}}
+
+    def pooled_sentence(self, pooled):
+        return (f"lwlrap {pooled['lwlrap']:.4f}, mAP {_fmt(pooled['mAP'])} (ranking scores; F1 is left out because "
+                "each fold tuned its own thresholds on its validation clips)")
 
 
 TASKS: Registry = Registry("task")

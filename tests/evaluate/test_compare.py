@@ -39,7 +39,7 @@ def test_runs_cv_and_lightning_logs_rank_together_with_their_intervals(tmp_path,
     _run(tmp_path / "bad", 0.5, seed=1)
     cv = tmp_path / "cvrun"
     cv.mkdir()
-    (cv / "cv_summary.json").write_text(json.dumps({"folds": {}, "train_minutes_total": 10.0, "mean": {
+    (cv / "cv_summary.json").write_text(json.dumps({"task": "multiclass", "folds": {}, "train_minutes_total": 10.0, "mean": {
         "accuracy": {"mean": 0.7, "std": 0.05, "ci_low": 0.64, "ci_high": 0.76, "n": 5}}}))
     log = tmp_path / "lit" / "lightning_logs" / "version_0"
     log.mkdir(parents=True)
@@ -102,6 +102,7 @@ def test_a_protocol_that_shares_sources_is_explained(tmp_path):
 def test_multilabel_runs_rank_by_lwlrap_unless_told_otherwise(tmp_path, cli):
     """The default metric follows the task: multi-label runs have no accuracy, and used to be refused."""
     for name, score in (("tagger_a", 0.71), ("tagger_b", 0.83)):
+        RunFolder(tmp_path / name).write_info(kind="deep", task="multilabel")
         RunFolder(tmp_path / name).save_summary({"test": {"lwlrap": score, "mAP": score - 0.1, "macro_f1": 0.5,
                                                           "n": 40}})
     r = cli("compare", tmp_path / "tagger_a", tmp_path / "tagger_b")

@@ -259,3 +259,14 @@ def test_loss_monitor_picks_the_lowest_epoch(tmp_path):
     report = write_report(run.root).read_text()
     assert "Best epoch: 4 (chosen by `val_loss`)" in report
     assert "The best epoch is the last one (4)" in report
+
+
+def test_html_page_renders_the_report_markdown_and_escapes_markup_in_names(tmp_path):
+    from clipwise.evaluate.html import markdown_to_html
+
+    md = ("# Run\n\n> **Warning** text\n\n- one\n- two\n\n| class | F1 |\n|---|---|\n| <script>x</script> | 0.5 |\n"
+          "| a\\|b | 1 |\n\n![fig](figures/missing.png)\n")
+    page = markdown_to_html(md, base=tmp_path, title="Run")
+    assert "<blockquote>" in page and "<strong>Warning</strong>" in page and "<li>one</li>" in page
+    assert "<td>&lt;script&gt;x&lt;/script&gt;</td>" in page and "<script>" not in page
+    assert "<td>a|b</td>" in page and 'src="figures/missing.png"' in page  # a missing figure stays a link

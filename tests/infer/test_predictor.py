@@ -54,7 +54,7 @@ def _model(*, fitted: bool, multi_label: bool = False) -> AudioClassifier:
         clip_seconds=CLIP_SECONDS,
         frontend=FrontendConfig(n_mels=16).model_dump(),
         model={"name": "audiocnn_small", "pretrained": False, "dropout": 0.0, "params": {"channels": [4, 8]}},
-        multi_label=multi_label,
+        task="multilabel" if multi_label else "multiclass",
     )
     model = AudioClassifier(spec)
     if fitted:

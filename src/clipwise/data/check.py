@@ -10,20 +10,16 @@ a re-run costs nothing.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import pickle
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from clipwise._cache import cache_dir
+from clipwise._cache import ClipCache
 from clipwise.data._fingerprint import FINGERPRINT_RATE_HZ, Fingerprint, bit_error_rate, fingerprint
 from clipwise.data.audio import audio_info, is_silent, load_audio
+from clipwise.data.findings import LISTED, CheckReport, Finding, files_of
 from clipwise.data.manifest import parse_labels, segment_seconds
 from clipwise.errors import AudioError
 
@@ -38,86 +34,7 @@ MAYBE_DUPLICATE_BER = 0.32
 NEAR_DUPLICATE_CORRELATION = 0.5
 #: candidates per clip from the other sides, taken by similarity of the band summaries before the bit test
 CANDIDATES = 8
-_CACHE_VERSION = 2
-_LISTED = 10
-_LEAK_NOUNS = {"group_leak": "group(s)", "exact_duplicate": "set(s) of identical audio",
-               "near_duplicate": "pair(s) of near-identical audio"}
-
-
-@dataclass
-class Finding:
-    """One problem: ``leak`` findings mean training and evaluation data share audio or a source."""
-
-    kind: str  # unreadable | group_leak | exact_duplicate | near_duplicate | group_label_conflict | duplicate_within
-    severity: str  # error | warning
-    message: str
-    files: list[str] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def is_leak(self) -> bool:
-        return self.kind in ("group_leak", "exact_duplicate", "near_duplicate")
-
-    def between(self, a: str, b: str) -> Finding | None:
-        """This leak narrowed to the items (groups, duplicate sets, pairs) on both side ``a`` and side ``b``;
-        None when there are none."""
-        items = [it for it in self.details.get("items", []) if {str(a), str(b)} <= set(it["sides"])]
-        if not items:
-            return None
-        noun = _LEAK_NOUNS[self.kind]
-        listed = "; ".join(it["what"] for it in items[:_LISTED]) + (" ..." if len(items) > _LISTED else "")
-        return Finding(
-            self.kind, self.severity, f"{len(items)} {noun} shared by {a} and {b}: {listed}",
-            files=_files(p for it in items for p in it["files"]),
-            details={"items": items, "sides": sorted({str(a), str(b)})},
-        )
-
-
-@dataclass
-class CheckReport:
-    """The result of :func:`check_manifest`."""
-
-    n_rows: int
-    side: str | None  # the column whose values are the sides (split or fold), None when there is neither
-    summary: dict[str, Any]
-    findings: list[Finding]
-
-    def leaks(self, between: tuple[str, str] | None = None) -> list[Finding]:
-        """Leak findings; with ``between``, each narrowed to what the two given sides share."""
-        out = [f for f in self.findings if f.is_leak]
-        if between is not None:
-            out = [n for f in out if (n := f.between(*between)) is not None]
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"n_rows": self.n_rows, "side": self.side, "summary": self.summary,
-                "findings": [asdict(f) for f in self.findings]}
-
-    def format(self) -> str:
-        """Human-readable text."""
-        s = self.summary
-        lines = [f"{self.n_rows} rows, {s['classes']} classes" + (f", sides by {self.side!r}: "
-                 + ", ".join(f"{k} {v}" for k, v in s["side_counts"].items()) if self.side else "")]
-        d = s.get("duration_seconds")
-        if d:
-            lines.append(f"duration: min {d['min']:.3f} s, median {d['median']:.3f} s, max {d['max']:.3f} s, "
-                         f"total {d['total'] / 3600:.2f} h")
-        if s.get("sample_rates"):
-            lines.append("sample rates: " + ", ".join(f"{k} Hz x{v}" for k, v in s["sample_rates"].items())
-                         + "; channels: " + ", ".join(f"{k} x{v}" for k, v in s["channels"].items()))
-        lines.append(f"class counts: min {s['class_count_min']}, max {s['class_count_max']}, imbalance ratio "
-                     f"{s['imbalance_ratio']:.2f}" + (f"; silent clips: {s['silent_clips']}" if s.get("silent_clips")
-                                                      else ""))
-        if not self.findings:
-            lines.append("no findings")
-        for f in self.findings:
-            lines.append(f"[{f.severity}] {f.message}")
-            lines.extend(f"    {p}" for p in f.files[:_LISTED])
-            if len(f.files) > _LISTED:
-                lines.append(f"    ... and {len(f.files) - _LISTED} more")
-        return "\n".join(lines)
-
-
+_CACHE_VERSION = 3
 def side_column(df: pd.DataFrame) -> str | None:
     """The column that divides a manifest into sides: ``split`` if present, else ``fold``, else none."""
     return "split" if "split" in df else "fold" if "fold" in df else None
@@ -127,34 +44,16 @@ def _row_key(row: dict) -> tuple:
     return (row["path"], *segment_seconds(row))
 
 
-def _file_key(key: tuple) -> str:
-    """Cache key of one (path, start, end): changes when the file's size or modification time does."""
-    path, start, end = key
-    try:
-        st = os.stat(path)
-        stamp = (st.st_size, st.st_mtime_ns)
-    except OSError:
-        stamp = None
-    return hashlib.sha1(repr((_CACHE_VERSION, os.path.abspath(path), start, end, stamp)).encode()).hexdigest()
+def _to_arrays(entry: dict[str, Any]) -> dict[str, Any]:
+    fp: Fingerprint = entry["print"]
+    return {"sample_rate": entry["sample_rate"], "channels": entry["channels"], "duration": entry["duration"],
+            "silent": entry["silent"], "sha1": fp.sha1, "words": fp.words, "active": fp.active,
+            "summary": fp.summary}
 
 
-def _read_shard(path: Path) -> dict[str, dict[str, Any]]:
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    except Exception:  # noqa: BLE001 - a missing or damaged shard is rebuilt
-        return {}
-
-
-def _write_shard(path: Path, entries: dict[str, dict[str, Any]]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump(entries, f)
-        tmp.replace(path)
-    except OSError:
-        pass  # an unwritable cache only costs time
+def _from_arrays(a: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {"sample_rate": int(a["sample_rate"]), "channels": int(a["channels"]), "duration": float(a["duration"]),
+            "silent": bool(a["silent"]), "print": Fingerprint(str(a["sha1"]), a["words"], a["active"], a["summary"])}
 
 
 def _scan_one(key: tuple) -> dict[str, Any]:
@@ -171,45 +70,29 @@ def _scan_one(key: tuple) -> dict[str, Any]:
 def _scan(row_keys: list[tuple], *, progress: bool) -> dict[tuple, dict[str, Any]]:
     """Header facts and fingerprints of every distinct (path, start, end).
 
-    Each file's entry is cached on disk (256 shards by key hash), so any manifest that lists a file again
-    (another split of it, a subset, the folds of a cross-validation) reuses it. Unreadable files are not
+    Each file's entry is cached on disk (:class:`clipwise._cache.ClipCache`), so any manifest that lists a file
+    again (another split of it, a subset, the folds of a cross-validation) reuses it. Unreadable files are not
     cached: the fix a user makes must be seen on the next run.
     """
-    keys = list(dict.fromkeys(row_keys))
-    fkeys = {k: _file_key(k) for k in keys}
-    by_shard: dict[str, list[tuple]] = defaultdict(list)
-    for k, fk in fkeys.items():
-        by_shard[fk[:2]].append(k)
-    root = cache_dir("check")
+    cache = ClipCache("check", version=_CACHE_VERSION)
     out: dict[tuple, dict[str, Any]] = {}
     todo: list[tuple] = []
-    shards: dict[str, dict[str, dict[str, Any]]] = {}
-    for shard, ks in by_shard.items():
-        entries = shards[shard] = _read_shard(root / f"{shard}.pkl")
-        for k in ks:
-            if fkeys[k] in entries:
-                out[k] = entries[fkeys[k]]
-            else:
-                todo.append(k)
+    for k in dict.fromkeys(row_keys):
+        cached = cache.get(cache.key(*k))
+        if cached is not None and {"sha1", "words", "active", "summary", "sample_rate"} <= set(cached):
+            out[k] = _from_arrays(cached)
+        else:
+            todo.append(k)
     it = todo
     if progress and len(todo) > 200:
         from tqdm.auto import tqdm
 
         it = tqdm(todo, desc="checking audio", unit="clip", leave=False)
-    changed = set()
     for k in it:
         out[k] = _scan_one(k)
         if "error" not in out[k]:
-            shards[fkeys[k][:2]][fkeys[k]] = out[k]
-            changed.add(fkeys[k][:2])
-    for shard in changed:
-        # merge with what another process may have written meanwhile
-        _write_shard(root / f"{shard}.pkl", {**_read_shard(root / f"{shard}.pkl"), **shards[shard]})
+            cache.put(cache.key(*k), _to_arrays(out[k]))
     return out
-
-
-def _files(paths) -> list[str]:
-    return sorted(dict.fromkeys(str(p) for p in paths))
 
 
 def _group_findings(df: pd.DataFrame, side: str) -> list[Finding]:
@@ -228,23 +111,23 @@ def _group_findings(df: pd.DataFrame, side: str) -> list[Finding]:
         out.append(Finding(
             "group_leak", "error",
             f"{len(leaks)} group(s) have clips on more than one side ({side}): "
-            + ", ".join(f"{g} ({'/'.join(s)})" for g, s, _, _ in leaks[:_LISTED])
-            + (" ..." if len(leaks) > _LISTED else "")
+            + ", ".join(f"{g} ({'/'.join(s)})" for g, s, _, _ in leaks[:LISTED])
+            + (" ..." if len(leaks) > LISTED else "")
             + ". A model scored on one side has heard the same source on another; split by group "
               "(clipwise does so when it assigns splits) unless the protocol intends this.",
-            files=_files(p for _, _, part, _ in leaks for p in part["path"]),
+            files=files_of(p for _, _, part, _ in leaks for p in part["path"]),
             details={"groups": [g for g, _, _, _ in leaks], "sides": sorted({x for _, s, _, _ in leaks for x in s}),
                      "side_pairs": {"/".join(k): v for k, v in pairs.items()},
-                     "items": [{"what": str(g), "sides": s, "files": _files(part["path"])} for g, s, part, _ in leaks]},
+                     "items": [{"what": str(g), "sides": s, "files": files_of(part["path"])} for g, s, part, _ in leaks]},
         ))
     if conflicts:
         out.append(Finding(
             "group_label_conflict", "warning",
             f"{len(conflicts)} group(s) sit on more than one side ({side}) with different labels on each: "
             + ", ".join(f"{g} ({'; '.join(f'{s}: {sorted(v)}' for s, v in lab.items())})"
-                        for g, _, _, lab in conflicts[:_LISTED])
+                        for g, _, _, lab in conflicts[:LISTED])
             + ". More likely a metadata error (a reused group id) than a leak: check the group column.",
-            files=_files(p for _, _, part, _ in conflicts for p in part["path"]),
+            files=files_of(p for _, _, part, _ in conflicts for p in part["path"]),
             details={"groups": [g for g, _, _, _ in conflicts],
                      "sides": sorted({x for _, s, _, _ in conflicts for x in s})},
         ))
@@ -286,20 +169,20 @@ def _duplicate_findings(df: pd.DataFrame, keys: list[tuple], scans: dict, side: 
             "exact_duplicate", "error",
             f"{len(across)} set(s) of identical audio span more than one side"
             + (f" ({side})" if side else "") + ": "
-            + "; ".join(" = ".join(f"{paths[i]} [{sides[i]}]" for i in rows) for rows in across[:_LISTED])
+            + "; ".join(" = ".join(f"{paths[i]} [{sides[i]}]" for i in rows) for rows in across[:LISTED])
             + ". Remove the copies or put them on one side.",
-            files=_files(paths[i] for rows in across for i in rows),
+            files=files_of(paths[i] for rows in across for i in rows),
             details={"sets": [[paths[i] for i in rows] for rows in across],
                      "sides": sorted({sides[i] for rows in across for i in rows}),
                      "items": [{"what": " = ".join(paths[i] for i in rows), "sides": sorted({sides[i] for i in rows}),
-                                "files": _files(paths[i] for i in rows)} for rows in across]},
+                                "files": files_of(paths[i] for i in rows)} for rows in across]},
         ))
     if within:
         findings.append(Finding(
             "duplicate_within", "warning",
             f"{len(within)} set(s) of identical audio within one side: the copies count twice in training or "
             "scoring.",
-            files=_files(paths[i] for rows in within for i in rows),
+            files=files_of(paths[i] for rows in within for i in rows),
             details={"sets": [[paths[i] for i in rows] for rows in within]},
         ))
     if side is None:
@@ -340,9 +223,9 @@ def _duplicate_findings(df: pd.DataFrame, keys: list[tuple], scans: dict, side: 
             f"{len(near)} pair(s) of near-identical audio (the same sound re-encoded, at another gain or shifted) "
             f"span more than one side ({side}): "
             + "; ".join(f"{paths[i]} [{sides[i]}] ~ {paths[j]} [{sides[j]}] (bit error {ber:.2f})"
-                        for i, j, ber in near[:_LISTED])
+                        for i, j, ber in near[:LISTED])
             + ". Put each pair on one side (give them one group) or drop a copy.",
-            files=_files(p for i, j, _ in near for p in (paths[i], paths[j])),
+            files=files_of(p for i, j, _ in near for p in (paths[i], paths[j])),
             details={"pairs": [[paths[i], paths[j], round(ber, 4)] for i, j, ber in near],
                      "sides": sorted({sides[x] for i, j, _ in near for x in (i, j)}),
                      "items": [{"what": f"{paths[i]} ~ {paths[j]} (bit error {ber:.2f})",
@@ -376,7 +259,7 @@ def check_manifest(df: pd.DataFrame, *, side: str | None = "auto", progress: boo
             "unreadable", "error",
             f"{len(bad)} row(s) point to missing or unreadable audio: " + "; ".join(e for _, e in bad[:3])
             + ". Fix or remove them (train with --skip-bad to skip them).",
-            files=_files(p for p, _ in bad),
+            files=files_of(p for p, _ in bad),
         ))
     good = [scans[k] for k in dict.fromkeys(keys) if "error" not in scans[k]]
     labels = Counter(lab for v in df["label"] for lab in parse_labels(v))

@@ -15,6 +15,7 @@ import pandas as pd
 
 from clipwise.data.splits import mostly_seen_groups
 from clipwise.run import RunFolder
+from clipwise.task import Task
 
 #: A validation score must beat the clean-training score by more than this to be noted (noise guard).
 VAL_ABOVE_TRAIN_MARGIN = 0.01
@@ -28,6 +29,7 @@ class RunFacts:
     run: RunFolder
     cfg: dict[str, Any]
     summary: dict[str, Any]
+    task: Task
     sources: list[str]  # the files read, named in the report
     metrics: pd.DataFrame | None = None
     raw_metrics: pd.DataFrame | None = None  # metrics.csv as text, to tell "nan" from an empty cell
@@ -43,7 +45,6 @@ class RunFacts:
     scores: tuple[str, dict[str, Any]] | None = None  # the evaluated split and its scores
     baseline: dict[str, Any] | None = None
     leakage: dict[str, Any] | None = None  # leakage.json: what the pre-training check found
-    multi_label: bool = False  # y_true / y_train are multi-hot matrices
     pred_paths: list[str] = field(default_factory=list)  # the file of each row of y_true / probs
     ensemble: dict[str, Any] | None = None  # ensemble.json: members, weights, temperatures
 

@@ -10,6 +10,7 @@ Every entry carries an interval, so a reader sees whether two scores differ by m
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -20,10 +21,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from clipwise.errors import RunError
-from clipwise.evaluate.metrics import classification_metrics, proportion_interval
-from clipwise.evaluate.multilabel import multilabel_metrics
+from clipwise.evaluate.metrics import proportion_interval
 from clipwise.evaluate.figures import save_figure
 from clipwise.run import RunFolder, atomic_write_text
+from clipwise.task import Task, get_task
 
 BOOTSTRAP_SAMPLES = 1000
 
@@ -50,32 +51,27 @@ def lower_is_better(metric: str) -> bool:
     return "loss" in metric or metric in ("ece", "error")
 
 
-def _bootstrap(y: np.ndarray, probs: np.ndarray, metric: str, *, multi: bool, labels: list[str],
+def _bootstrap(y: np.ndarray, probs: np.ndarray, metric: str, *, task: Task, labels: list[str],
                seed: int = 0) -> tuple[float, float] | None:
-    rng = np.random.default_rng(seed)
-    values = []
+    """A 95 % percentile-bootstrap interval of ``metric`` over the clips (scipy.stats.bootstrap, resampling clips
+    with their predictions); None when the metric is undefined on too many resamples (e.g. a tag never present)."""
+    from scipy import stats
 
-    def score(yy: np.ndarray, pp: np.ndarray) -> dict:
-        if multi:
-            return multilabel_metrics(yy, pp)
-        m = classification_metrics(yy, pp, labels=labels)
-        return {**m, "loss": m["log_loss"]}
-
-    for _ in range(BOOTSTRAP_SAMPLES):
-        idx = rng.integers(0, len(y), len(y))
+    def score(idx: np.ndarray) -> float:
         try:
-            v = score(y[idx], probs[idx]).get(metric)
-        except ValueError:
-            continue
-        if v is not None and np.isfinite(v):
-            values.append(v)
-    if len(values) < BOOTSTRAP_SAMPLES // 2:
-        return None
-    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+            value = task.metrics(y[idx], probs[idx], labels=labels).get(metric)
+        except ValueError:  # a resample without what the metric needs (ConfigError is a ValueError)
+            return float("nan")
+        return float(value) if value is not None else float("nan")
+
+    res = stats.bootstrap((np.arange(len(y)),), score, vectorized=False, n_resamples=BOOTSTRAP_SAMPLES,
+                          confidence_level=0.95, method="percentile", random_state=np.random.default_rng(seed))
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return (low, high) if np.isfinite(low) and np.isfinite(high) else None
 
 
 def _from_run(path: Path, metric: str, split: str) -> Entry:
-    run = RunFolder(path)  # only summary.json (and predictions, for an interval) are needed
+    run = RunFolder(path)  # summary.json and run.json (and predictions, for an interval) are what is read
     summary = run.load_summary()
     scores = summary.get(split)
     if not isinstance(scores, dict) or metric not in scores:
@@ -90,11 +86,8 @@ def _from_run(path: Path, metric: str, split: str) -> Entry:
     elif run.predictions_path(split).is_file():
         _, probs, y = run.load_predictions(split)
         if y is not None:
-            multi = y.ndim == 2
-            if not multi:
-                keep = y >= 0
-                y, probs = y[keep], probs[keep]
-            ci = _bootstrap(y, probs, metric, multi=multi, labels=run.load_labels())
+            keep = run.task.labelled(y)
+            ci = _bootstrap(y[keep], probs[keep], metric, task=run.task, labels=run.load_labels())
             if ci is not None:
                 entry.ci_low, entry.ci_high = ci
     return entry
@@ -112,9 +105,7 @@ def _shared(summary: dict) -> str:
 
 
 def _from_cv(path: Path, metric: str) -> Entry:
-    import json
-
-    summary = json.loads((path / "cv_summary.json").read_text())
+    summary = _cv_summary(path)
     stats = summary["mean"].get(metric)
     if stats is None:
         raise RunError(f"{path}/cv_summary.json has no {metric!r}; it has {sorted(summary['mean'])}")
@@ -149,28 +140,30 @@ def _from_lightning(path: Path, metric: str) -> Entry:
 
 
 def resolve_metric(paths: Sequence[str | os.PathLike], metric: str = "auto", *, split: str = "test") -> str:
-    """``auto``: lwlrap when the run and CV folders are multi-label (their scores have lwlrap, not accuracy),
-    else accuracy; any other name is returned as given.
+    """``auto``: the main metric of the run and CV folders' task (lwlrap for multi-label runs, else accuracy); any
+    other name is returned as given.
 
     Raises:
         RunError: ``auto`` over a mix of single- and multi-label folders (name the metric both have).
     """
-    import json
-
     if metric != "auto":
         return metric
-    kinds = {}
+    tasks = {}
     for raw in paths:
         path = Path(raw)
-        if (path / "cv_summary.json").is_file():
-            kinds[path] = "lwlrap" in json.loads((path / "cv_summary.json").read_text()).get("mean", {})
-        elif (path / "summary.json").is_file():
-            kinds[path] = "lwlrap" in (RunFolder(path).load_summary().get(split) or {})
-    if len(set(kinds.values())) > 1:
-        multi = [str(p) for p, m in kinds.items() if m]
+        if RunFolder(path).cv_summary_path.is_file():
+            tasks[path] = get_task(_cv_summary(path)["task"])
+        elif RunFolder(path).info_path.is_file():
+            tasks[path] = RunFolder(path).task
+    if len(set(tasks.values())) > 1:
+        multi = [str(p) for p, t in tasks.items() if t.multi_label]
         raise RunError(f"{multi} are multi-label and the others single-label: they share no main score; pass "
                        "--metric with one both have (macro_f1, loss)")
-    return "lwlrap" if any(kinds.values()) else "accuracy"
+    return next(iter(tasks.values())).main_metric if tasks else "accuracy"
+
+
+def _cv_summary(path: Path) -> dict:
+    return json.loads(RunFolder(path).cv_summary_path.read_text())
 
 
 def collect(paths: Sequence[str | os.PathLike], *, metric: str = "accuracy", split: str = "test") -> list[Entry]:
@@ -184,9 +177,9 @@ def collect(paths: Sequence[str | os.PathLike], *, metric: str = "accuracy", spl
         path = Path(raw)
         if path.is_file() and path.suffix == ".csv":
             entries.append(_from_lightning(path, metric))
-        elif (path / "cv_summary.json").is_file():
+        elif RunFolder(path).cv_summary_path.is_file():
             entries.append(_from_cv(path, metric))
-        elif (path / "summary.json").is_file():
+        elif RunFolder(path).summary_path.is_file():
             entries.append(_from_run(path, metric, split))
         elif path.is_dir() and (logs := sorted(path.glob("**/lightning_logs/version_*/metrics.csv"))
                                 or sorted(path.glob("version_*/metrics.csv"))):

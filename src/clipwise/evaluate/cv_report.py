@@ -18,30 +18,14 @@ from matplotlib.figure import Figure
 
 from clipwise.errors import RunError
 from clipwise.evaluate._notes import automatic_notes, cell, fmt
-from clipwise.evaluate.html import write_html
-from clipwise.evaluate.multilabel import lwlrap, per_class_average_precision
-from clipwise.evaluate.metrics import (
-    classification_metrics,
-    confusion,
-    mean_interval,
-    per_class_report,
-    proportion_interval,
-    top_confusions,
-)
 from clipwise.evaluate.figures import plot_confusion, save_figure
+from clipwise.evaluate.html import write_html
+from clipwise.evaluate.metrics import confusion, mean_interval, per_class_report, top_confusions
 from clipwise.evaluate.report import load_facts
 from clipwise.run import PROB_PREFIX, RunFolder, atomic_write_text, to_jsonable
+from clipwise.task import Task, get_task
 
-SCORES = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
-          ("top5_accuracy", "top-5"), ("loss", "loss"))
-MULTILABEL_SCORES = (("lwlrap", "lwlrap"), ("mAP", "mAP"), ("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"),
-                     ("loss", "loss"))
 _FOLD_DIR = re.compile(r"^fold(\d+)$")
-
-
-def _task_scores(multi_label: bool) -> tuple[tuple[tuple[str, str], ...], str]:
-    """The scores a CV report tabulates and its main one, for multi-label or single-label folds."""
-    return (MULTILABEL_SCORES, "lwlrap") if multi_label else (SCORES, "accuracy")
 
 
 def fold_runs(root: str | os.PathLike) -> dict[int, RunFolder]:
@@ -54,10 +38,10 @@ def fold_runs(root: str | os.PathLike) -> dict[int, RunFolder]:
     return dict(sorted(out.items()))
 
 
-def _pooled_predictions(runs: dict[int, RunFolder], *, multi_label: bool = False,
+def _pooled_predictions(runs: dict[int, RunFolder], task: Task
                         ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
-    """Every fold's test predictions in one frame, probabilities aligned on the union of the folds' labels; the
-    truth as class indices, or multi-hot rows for multi-label folds."""
+    """Every fold's test predictions in one frame, probabilities aligned on the union of the folds' labels, and the
+    task's targets of the rows with a known truth."""
     frames = []
     for k, run in runs.items():
         frame = run.load_predictions("test")[0]
@@ -66,16 +50,9 @@ def _pooled_predictions(runs: dict[int, RunFolder], *, multi_label: bool = False
     cols = [PROB_PREFIX + lab for lab in labels]
     pooled = pd.concat(frames, ignore_index=True)
     probs = pooled.reindex(columns=cols).astype(float).fillna(0.0).to_numpy()
-    index = {lab: i for i, lab in enumerate(labels)}
-    if multi_label:
-        y = np.zeros(probs.shape)
-        for row, value in enumerate(pooled["label"]):
-            y[row, [index[lab] for lab in str(value).split(";") if lab in index]] = 1.0
-        keep = y.sum(axis=1) > 0  # rows without a known label have nothing to rank
-        return pooled[keep].reset_index(drop=True), probs[keep], y[keep], labels
-    y = pooled["label"].map(lambda lab: index.get(lab, -1)).to_numpy(dtype=np.int64)
-    keep = y >= 0
-    return pooled[keep].reset_index(drop=True), probs[keep], y[keep], labels
+    keep = (pooled["label"] != "").to_numpy()  # rows without a known label have nothing to score
+    pooled, probs = pooled[keep].reset_index(drop=True), probs[keep]
+    return pooled, probs, task.encode(list(pooled["label"]), labels), labels
 
 
 def _summarise(root: Path) -> tuple[dict, dict[int, RunFolder], tuple[np.ndarray, np.ndarray, list[str]]]:
@@ -84,10 +61,11 @@ def _summarise(root: Path) -> tuple[dict, dict[int, RunFolder], tuple[np.ndarray
     if not runs:
         raise RunError(f"{root} has no finished fold (no fold<k>/summary.json); run `clipwise cv` first")
     expected = None
-    if (root / "folds.csv").is_file():
-        expected = sorted(int(f) for f in pd.read_csv(root / "folds.csv", usecols=["fold"])["fold"].unique())
-    multi = runs[next(iter(runs))].task.multi_label
-    scores, main = _task_scores(multi)
+    folds_path = RunFolder(root).folds_path
+    if folds_path.is_file():
+        expected = sorted(int(f) for f in pd.read_csv(folds_path, usecols=["fold"])["fold"].unique())
+    task = runs[next(iter(runs))].task
+    scores, main = task.report_columns, task.main_metric
     folds = {}
     for k, run in runs.items():
         s = run.load_summary()
@@ -104,21 +82,13 @@ def _summarise(root: Path) -> tuple[dict, dict[int, RunFolder], tuple[np.ndarray
     for key, st in stats.items():
         if key != "loss":  # scores live in [0, 1]; a t-interval does not know that
             st["ci_low"], st["ci_high"] = max(0.0, st["ci_low"]), min(1.0, st["ci_high"])
-    _, probs, y, labels = _pooled_predictions(runs, multi_label=multi)
-    if multi:  # ranking scores only: each fold tuned its own thresholds, so pooled F1 would mix them
-        ap = per_class_average_precision(y, probs)
-        pooled = {"lwlrap": lwlrap(y, probs), "mAP": float(np.nanmean(ap)) if np.isfinite(ap).any() else None,
-                  "n": int(len(y)), **{f"ap_{lab}": float(v) for lab, v in zip(labels, ap)}}
-    else:
-        pooled = classification_metrics(y, probs, labels=labels)
-        hits = int((probs.argmax(axis=1) == y).sum())
-        pooled["accuracy_ci"] = list(proportion_interval(hits, len(y)))
+    _, probs, y, labels = _pooled_predictions(runs, task)
     summary = {
-        "metric": main, "task": "multilabel" if multi else "multiclass",
+        "metric": main, "task": task.name,
         "folds": {str(k): v for k, v in folds.items()},
         "finished": sorted(runs), "expected": expected,
         "mean": stats,
-        "pooled": pooled,
+        "pooled": task.pooled(y, probs, labels=labels),
         "labels": labels,
         "train_minutes_total": round(sum(f["train_minutes"] for f in folds.values()), 2),
     }
@@ -150,12 +120,13 @@ def write_cv_report(root: str | os.PathLike) -> Path:
     """Write cv_summary.json, cv_folds.csv, report.md and figures/ for a CV folder; returns report.md's path."""
     root = Path(root)
     summary, runs, (probs, y, labels) = _summarise(root)
-    multi = summary["task"] == "multilabel"
-    scores, main = _task_scores(multi)
-    atomic_write_text(root / "cv_summary.json", json.dumps(to_jsonable(summary), indent=2, allow_nan=False) + "\n")
+    task = get_task(summary["task"])
+    scores, main = task.report_columns, task.main_metric
+    cv = RunFolder(root)
+    atomic_write_text(cv.cv_summary_path, json.dumps(to_jsonable(summary), indent=2, allow_nan=False) + "\n")
     table = pd.DataFrame.from_dict(summary["folds"], orient="index").drop(columns=["leakage"])
     table.index.name = "fold"
-    atomic_write_text(root / "cv_folds.csv", table.to_csv(lineterminator="\n"))
+    atomic_write_text(cv.cv_folds_path, table.to_csv(lineterminator="\n"))
     figures = root / "figures"
     plot_folds(summary, figures / "folds.png")
 
@@ -189,38 +160,36 @@ def write_cv_report(root: str | os.PathLike) -> Path:
     lines.append("| 95 % interval | " + " | ".join(
         f"[{m[key]['ci_low']:.4f}, {m[key]['ci_high']:.4f}]" if key in m else "" for key, _ in scores) + " | | | |")
     p = summary["pooled"]
-    if multi:
-        pooled = (f"lwlrap {p['lwlrap']:.4f}, mAP {fmt(p['mAP'])} (ranking scores; F1 is left out because each "
-                  "fold tuned its own thresholds on its validation clips)")
-    else:
-        lo, hi = p["accuracy_ci"]
-        pooled = (f"accuracy {p['accuracy']:.4f} (95 % Wilson interval [{lo:.4f}, {hi:.4f}]), balanced accuracy "
-                  f"{p['balanced_accuracy']:.4f}, macro-F1 {p['macro_f1']:.4f}")
-    lines += ["", f"Pooled over all {p['n']} out-of-fold test clips: {pooled}.", "",
+    lines += ["", f"Pooled over all {p['n']} out-of-fold test clips: {task.pooled_sentence(p)}.", "",
               "The interval over folds is a Student-t interval of the fold means. Folds share training data, so "
               "their scores are not independent and the interval is somewhat too narrow (Nadeau & Bengio, 2003).",
               "", f"Total training time: {summary['train_minutes_total']:.1f} min.", "",
               "![Per-fold scores](figures/folds.png)", ""]
     baselines = [f[f"baseline_{main}"] for f in summary["folds"].values() if f[f"baseline_{main}"] is not None]
     if baselines:
-        what = "Prior baseline (every clip ranked by label frequency)" if multi else "Majority-class baseline"
-        lines += [f"{what}, mean over folds: {main} {np.mean(baselines):.4f}.", ""]
+        lines += [f"{task.baseline_name}, mean over folds: {main} {np.mean(baselines):.4f}.", ""]
     notes = []
     for k, run in runs.items():
         notes += [f"fold {k}: {n}" for n in automatic_notes(load_facts(run))]
     lines += ["## Notes", ""] + [f"- {n}" for n in notes or ["Nothing unusual was found in any fold."]]
 
-    if multi:
-        lines += ["", "## Per-class results (pooled out-of-fold test predictions)", "",
-                  "| class | AP | positives |", "|---|---|---|"]
-        lines += [f"| {cell(lab)} | {fmt(p.get(f'ap_{lab}'))} | {int(y[:, i].sum())} |"
-                  for i, lab in enumerate(labels)]
-        return _finish_report(root, runs, lines)
+    lines += _CLASS_SECTIONS[task.name](p, y, probs, labels, figures)
+    return _finish_report(root, runs, lines)
+
+
+def _multilabel_classes(p: dict, y: np.ndarray, probs: np.ndarray, labels: list[str], figures: Path) -> list[str]:
+    lines = ["", "## Per-class results (pooled out-of-fold test predictions)", "",
+             "| class | AP | positives |", "|---|---|---|"]
+    return lines + [f"| {cell(lab)} | {fmt(p.get(f'ap_{lab}'))} | {int(y[:, i].sum())} |"
+                    for i, lab in enumerate(labels)]
+
+
+def _multiclass_classes(p: dict, y: np.ndarray, probs: np.ndarray, labels: list[str], figures: Path) -> list[str]:
     y_pred = probs.argmax(axis=1)
     plot_confusion(confusion(y, y_pred, n_classes=len(labels), normalize=True), labels,
                    figures / "confusion_matrix.png")
     per_class = per_class_report(y, probs, labels=labels)
-    lines += ["", "## Per-class results (pooled out-of-fold test predictions)", "",
+    lines = ["", "## Per-class results (pooled out-of-fold test predictions)", "",
               "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     lines += [f"| {cell(lab)} | {r.precision:.4f} | {r.recall:.4f} | {r.f1:.4f} | {int(r.support)} |"
               for lab, r in per_class.iterrows()]
@@ -229,7 +198,11 @@ def write_cv_report(root: str | os.PathLike) -> Path:
     lines += (["| true | predicted | clips |", "|---|---|---|"] + [f"| {cell(t)} | {cell(q)} | {c} |"
                                                                   for t, q, c in pairs]
               if pairs else ["No confusions."])
-    return _finish_report(root, runs, lines)
+    return lines
+
+
+#: the per-class part of a CV report, by task
+_CLASS_SECTIONS = {"multiclass": _multiclass_classes, "multilabel": _multilabel_classes}
 
 
 def _finish_report(root: Path, runs: dict[int, RunFolder], lines: list[str]) -> Path:

@@ -43,7 +43,10 @@ def classification_metrics(
     n, n_classes = probs.shape
     y_pred = probs.argmax(axis=1)
     k = min(5, n_classes)
-    # A stable sort on -probs keeps ties in class order, so the result does not depend on the platform.
+    # Top-k and log-loss by hand, not scikit-learn's: a stable sort on -probs keeps tied classes in class order
+    # (top_k_accuracy_score breaks ties the other way, so a uniform prediction scores differently), and the
+    # log-loss clips at LOG_LOSS_EPS without renormalising rows (log_loss renormalises and clips at machine
+    # epsilon), which bounds what one confident mistake costs the same way in training logs and reports.
     top_k = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     p_true = np.clip(probs[np.arange(n), y_true], LOG_LOSS_EPS, 1.0)
     return {

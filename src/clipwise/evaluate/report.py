@@ -25,22 +25,11 @@ from clipwise.evaluate._notes import (
 )
 from clipwise.evaluate.figures import plot_confusion, plot_curves, plot_reliability
 from clipwise.evaluate.html import write_html
-from clipwise.evaluate.metrics import (
-    calibration,
-    classification_metrics,
-    confusion,
-    majority_baseline,
-    per_class_report,
-    top_confusions,
-)
-from clipwise.evaluate.multilabel import multilabel_metrics, per_class_average_precision, prior_baseline
+from clipwise.evaluate.metrics import calibration, confusion, per_class_report, top_confusions
+from clipwise.evaluate.multilabel import per_class_average_precision
 from clipwise.run import PROB_PREFIX, RunFolder, atomic_write_text
 
 EXAMPLES = 3  # example files listed per confusion pair
-_TABLE = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
-          ("top5_accuracy", "top-5"), ("log_loss", "loss"), ("n", "n"))
-_TABLE_MULTI = (("lwlrap", "lwlrap"), ("mAP", "mAP"), ("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"),
-                ("log_loss", "loss"), ("n", "n"))
 
 
 def write_report(run_dir: str | os.PathLike) -> Path:
@@ -63,7 +52,7 @@ def write_report(run_dir: str | os.PathLike) -> Path:
         plot_curves(facts.metrics, curves, monitor=facts.monitor, best_epoch=facts.best)
         lines += ["", "## Learning curves", "", "![Learning curves](figures/curves.png)"]
     if facts.y_true is not None:
-        lines += _class_sections(facts)
+        lines += _CLASS_SECTIONS[facts.task.name](facts)
     lines += _ensemble_lines(facts) + _model_lines(facts) + _data_lines(facts)
     atomic_write_text(facts.run.report_path, "\n".join(lines).rstrip() + "\n")
     write_html(facts.run.report_path)
@@ -114,7 +103,8 @@ def _model_lines(facts: RunFacts) -> list[str]:
 
 def load_facts(run: RunFolder) -> RunFacts:
     """Everything a report states about a run, read from its folder."""
-    facts = RunFacts(run, cfg=run.load_config_dict(), summary=run.load_summary(), sources=["config.yaml"])
+    facts = RunFacts(run, cfg=run.load_config_dict(), summary=run.load_summary(), task=run.task,
+                     sources=["config.yaml", run.info_path.name])
     if run.labels_path.exists():
         facts.labels = run.load_labels()
         facts.sources.append("labels.json")
@@ -136,18 +126,17 @@ def load_facts(run: RunFolder) -> RunFacts:
             facts.pred_paths = frame["path"].tolist()
             prob_columns = [c for c in frame.columns if c.startswith(PROB_PREFIX)]
             facts.split, facts.pred_labels = split, [c[len(PROB_PREFIX):] for c in prob_columns]
-            if y_true is not None and y_true.ndim == 2:
-                facts.y_true, facts.probs, facts.multi_label = y_true, probs, True
-            elif y_true is not None:
-                facts.y_true, facts.probs = y_true[y_true >= 0], probs[y_true >= 0]
-                facts.pred_paths = [p for p, y in zip(facts.pred_paths, y_true) if y >= 0]
+            if y_true is not None:
+                keep = facts.task.labelled(y_true)
+                facts.y_true, facts.probs = y_true[keep], probs[keep]
+                facts.pred_paths = [p for p, k in zip(facts.pred_paths, keep) if k]
             facts.sources.append(run.predictions_path(split).name)
             break
     for split in ("train", "train_clean"):
         if facts.y_true is not None and run.predictions_path(split).exists():
             y_train = run.load_predictions(split)[2]
             if y_train is not None:
-                facts.y_train = y_train if y_train.ndim == 2 else y_train[y_train >= 0]
+                facts.y_train = y_train[facts.task.labelled(y_train)]
                 facts.sources.append(run.predictions_path(split).name)
                 break
 
@@ -162,14 +151,11 @@ def load_facts(run: RunFolder) -> RunFacts:
     if split is not None:
         facts.scores = split, summary[split]
     elif facts.y_true is not None:
-        scores = (multilabel_metrics(facts.y_true, facts.probs) if facts.multi_label
-                  else classification_metrics(facts.y_true, facts.probs, labels=facts.pred_labels))
-        facts.scores = str(facts.split), scores
+        facts.scores = str(facts.split), facts.task.metrics(facts.y_true, facts.probs, labels=facts.pred_labels)
     if isinstance(summary.get("baseline"), dict):
         facts.baseline = summary["baseline"]
     elif facts.y_train is not None and facts.scores is not None and facts.scores[0] == facts.split:
-        baseline = prior_baseline if facts.multi_label else majority_baseline
-        facts.baseline = {**baseline(facts.y_train, facts.y_true), "computed_on": facts.split}
+        facts.baseline = {**facts.task.baseline(facts.y_train, facts.y_true), "computed_on": facts.split}
     return facts
 
 
@@ -183,13 +169,7 @@ def _header(facts: RunFacts) -> list[str]:
     lines += _results_table(facts) + [""]
     if facts.baseline is not None:
         on = f" on {facts.baseline['computed_on']}" if facts.baseline.get("computed_on") else ""
-        if "lwlrap" in facts.baseline:
-            lines += [f"Prior baseline (rank the labels by their training frequency, whatever the audio){on}: "
-                      f"lwlrap {fmt(facts.baseline.get('lwlrap'))}, mAP {fmt(facts.baseline.get('mAP'))}.", ""]
-        else:
-            lines += [f"Majority-class baseline (always predict the most frequent training class){on}: accuracy "
-                      f"{fmt(facts.baseline.get('accuracy'))}, balanced accuracy "
-                      f"{fmt(facts.baseline.get('balanced_accuracy'))}.", ""]
+        lines += [facts.task.baseline_sentence(facts.baseline, on=on), ""]
     parts = [f"Best epoch: {facts.best} (chosen by `{facts.monitor}`)"] if facts.best is not None else []
     parts += [f"epochs run: {facts.epochs_run}"] if facts.epochs_run is not None else []
     seconds = section(facts.summary, "timing").get("train_seconds")
@@ -205,17 +185,15 @@ def _results_table(facts: RunFacts) -> list[str]:
         note = ["", f"summary.json has no scores; these are computed from predictions_{facts.split}.csv."]
     if not rows:
         return ["No scores: summary.json has no split results and there are no labelled predictions."]
-    table = _TABLE_MULTI if any("lwlrap" in v for v in rows.values()) else _TABLE
+    table = (*facts.task.report_columns, ("n", "n"))
     out = ["| split | " + " | ".join(title for _, title in table) + " |", "|---" * (1 + len(table)) + "|"]
     for split, values in rows.items():
-        # The loss column shows log_loss (from metrics.py), else a "loss" the trainer logged.
-        cells = [fmt(values.get(key, values.get("loss") if key == "log_loss" else None)) for key, _ in table]
+        # the loss column: summary.json's "loss", or "log_loss" as evaluate.metrics names it
+        cells = [fmt(values.get(key, values.get("log_loss") if key == "loss" else None)) for key, _ in table]
         out.append(f"| {SPLIT_NAMES.get(split, split)} | " + " | ".join(cells) + " |")
     n_classes = len(facts.labels or facts.pred_labels)
-    if table is _TABLE_MULTI:
-        note += ["", "Multi-label: lwlrap (label-weighted label-ranking average precision, the Freesound Audio "
-                 "Tagging 2019 metric) and mAP rank the labels of each clip; the F1 scores use per-class thresholds "
-                 "tuned on validation (thresholds.json). Accuracy is not reported: it rewards predicting nothing."]
+    if facts.task.report_note:
+        note += ["", facts.task.report_note]
     elif 0 < n_classes <= 5:
         note += ["", f"With {n_classes} classes, top-5 accuracy counts every prediction as a hit."]
     note += ["", "Macro-F1 averages the F1 of the classes a split holds or the model predicts; a class with "
@@ -241,9 +219,7 @@ def _multilabel_sections(facts: RunFacts) -> list[str]:
     return out
 
 
-def _class_sections(facts: RunFacts) -> list[str]:
-    if facts.multi_label:
-        return _multilabel_sections(facts)
+def _multiclass_sections(facts: RunFacts) -> list[str]:
     labels, split = facts.pred_labels, facts.split
     y_pred = facts.probs.argmax(axis=1)
     cm = confusion(facts.y_true, y_pred, n_classes=len(labels), normalize=True)
@@ -266,6 +242,10 @@ def _class_sections(facts: RunFacts) -> list[str]:
         out.append(f"| {cell(t)} | {cell(p)} | {count} | {examples} |")
     return out + ["", f"Examples are the first {EXAMPLES} files of each pair in predictions_{split}.csv, which holds "
                   "their full paths."] + _reliability_section(facts)
+
+
+#: the per-class part of a report, by task
+_CLASS_SECTIONS = {"multiclass": _multiclass_sections, "multilabel": _multilabel_sections}
 
 
 def _reliability_section(facts: RunFacts) -> list[str]:

@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader
 from clipwise.data.dataset import AudioStore, WindowDataset, aggregate_windows, collate_windows
 from clipwise.errors import AudioError
 from clipwise.infer.scoring import Scoring
-from clipwise.models.classifier import AudioClassifier
+from clipwise.models.classifier import ACTIVATIONS, AudioClassifier
+from clipwise.task import Task, get_task
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus", ".m4a")
 
@@ -71,13 +72,14 @@ class Predictor(Scoring):
         return self.model.labels
 
     @property
-    def multi_label(self) -> bool:
-        return self.model.spec.multi_label
+    def task(self) -> Task:
+        return get_task(self.model.spec.task)
 
     @torch.no_grad()
     def predict_store(self, store: AudioStore) -> np.ndarray:
         """Class probabilities ``(clips, classes)`` for decoded audio."""
         spec = self.model.spec
+        activate = ACTIVATIONS[self.task.activation]
         ds = WindowDataset(
             store,
             None,
@@ -89,7 +91,7 @@ class Predictor(Scoring):
         out = []
         for windows, _, counts, _ in loader:
             logits = self.model(windows.to(self.device)).float()
-            scores = torch.sigmoid(logits) if spec.multi_label else torch.softmax(logits, dim=-1)
+            scores = activate(logits)
             out.append(aggregate_windows(scores, counts).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.labels)), dtype=np.float32)
 

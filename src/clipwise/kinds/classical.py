@@ -11,8 +11,6 @@ so a second baseline on the same data costs only its fit.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import time
@@ -22,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from clipwise._cache import cache_dir
+from clipwise._cache import ClipCache
 from clipwise.config import SUMMARY_FEATURES, Config
 from clipwise.data.dataset import AudioStore
 from clipwise.data.leakage import leakage_summary
@@ -151,8 +149,7 @@ def _summary_features(wave: np.ndarray, sample_rate: int, *, features: tuple[str
 def extract(frame, waves: list[np.ndarray], sample_rate: int, feature_config: dict[str, Any], *,
             progress: bool = False) -> np.ndarray:
     """Feature matrix for the rows of ``frame`` (decoded in ``waves``), cached on disk per row and config."""
-    config_key = json.dumps({**feature_config, "sample_rate": sample_rate}, sort_keys=True)
-    cache = cache_dir("features") / hashlib.sha1(config_key.encode()).hexdigest()[:16]
+    cache = ClipCache("features", version=1, config={**feature_config, "sample_rate": sample_rate})
     out = []
     rows = frame.to_dict("records")
     it = zip(rows, waves)
@@ -161,24 +158,13 @@ def extract(frame, waves: list[np.ndarray], sample_rate: int, feature_config: di
 
         it = tqdm(it, total=len(rows), desc="summary features", unit="clip", leave=False)
     for row, wave in it:
-        try:
-            st = os.stat(row["path"])
-            stamp: Any = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            stamp = None
-        key = hashlib.sha1(repr((os.path.abspath(row["path"]), *segment_seconds(row), stamp)).encode()).hexdigest()
-        path = cache / key[:2] / f"{key}.npy"
-        if path.is_file():
-            out.append(np.load(path))
+        key = cache.key(row["path"], *segment_seconds(row))
+        cached = cache.get(key)
+        if cached is not None and "features" in cached:
+            out.append(cached["features"])
             continue
         vec = summary_features(wave, sample_rate, **feature_config)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(tmp, vec)
-            tmp.replace(path)
-        except OSError:
-            pass
+        cache.put(key, {"features": vec})
         out.append(vec)
     return np.stack(out)
 
@@ -244,8 +230,6 @@ def train_classical(config: Config, *, out: str | Path | None = None) -> Path:
 class ClassicalPredictor(Scoring):
     """Scores audio with a fitted baseline, with the interface of :class:`~clipwise.infer.predictor.Predictor`
     that ``evaluate`` and ``predict`` use."""
-
-    multi_label = False
 
     def __init__(self, run: RunFolder):
         import joblib

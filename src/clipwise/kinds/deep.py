@@ -1,4 +1,4 @@
-"""The deep kind: a network (frontend + backbone + head) trained with Lightning (:mod:`clipwise.train.fit`)."""
+"""The deep kind: a network (frontend + backbone + head) trained with Lightning (:mod:`clipwise.training.fit`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from clipwise.kinds.base import RunKind, register_kind
 from clipwise.models.classifier import AudioClassifier
 from clipwise.models.registry import is_known_model, list_models
 from clipwise.run import RunFolder
-from clipwise.train import fit
+from clipwise.training import fit
 
 CHECKPOINTS = ("best", "last")
 

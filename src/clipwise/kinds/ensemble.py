@@ -235,9 +235,9 @@ class EnsemblePredictor(Scoring):
             raise RunError(f"ensemble member(s) {missing} are gone; the ensemble needs its members' folders "
                            "(rebuild it with `clipwise ensemble`, which copies the members' models into it)")
         self.members = [load_run(f) for f in folders]
-        self.multi_label = bool(self.members[0].multi_label)
+        self.multi_label = run.task.multi_label  # how a temperature rescales the members' scores
         self.weights = np.asarray(spec["weights"], dtype=np.float64)
-        self.temperatures = [float(t) for t in spec.get("temperatures") or [1.0] * len(self.members)]
+        self.temperatures = [float(t) for t in spec["temperatures"]]
         self.labels = list(self.members[0].labels)
 
     def predict_frame(self, df) -> np.ndarray:

@@ -20,6 +20,10 @@ from clipwise.frontends import BinNorm, build_frontend, n_frames
 from clipwise.models.registry import create_backbone
 
 
+#: the output activations a task names (:attr:`clipwise.task.Task.activation`), in torch
+ACTIVATIONS = {"softmax": lambda logits: torch.softmax(logits, dim=-1), "sigmoid": torch.sigmoid}
+
+
 @dataclass
 class ModelSpec:
     """Everything needed to rebuild a classifier (saved in every checkpoint)."""
@@ -29,7 +33,7 @@ class ModelSpec:
     clip_seconds: float
     frontend: dict[str, Any]
     model: dict[str, Any]
-    multi_label: bool = False
+    task: str = "multiclass"  # the run's task (clipwise.task): which activation turns logits into probabilities
     pad_mode: str = "zeros"
     version: int = 1
     extra: dict[str, Any] = field(default_factory=dict)

@@ -46,7 +46,7 @@ from clipwise.sweep.trials import (
     pruning_callback,
     revive_cut_off_trials,
 )
-from clipwise.train.cv import cross_validate
+from clipwise.training.cv import cross_validate
 
 __all__ = ["GRACE_SECONDS", "HEARTBEAT_SECONDS", "PRUNE_STARTUP_TRIALS", "PRUNE_WARMUP_EPOCHS", "SAMPLERS",
            "helper_argv", "load_space", "refresh_leaderboard", "run_sweep", "sweep_with_helpers"]

@@ -138,6 +138,8 @@ def open_storage(path: Path, *, attempts: int = 5):
                 return optuna.storages.RDBStorage(
                     f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 60}},
                     heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                    # not Optuna's RetryFailedTrialCallback: its retry is a fresh trial in a new folder, while a
+                    # cut-off clipwise trial must continue in its own (finished folds, the last checkpoint)
                     heartbeat_stale_trial_callback=queue_retry)
         except (IntegrityError, OperationalError):
             if attempt == attempts - 1:

@@ -10,7 +10,7 @@ import torch
 from clipwise.config import load_config
 from clipwise.errors import ConfigError
 from clipwise.run import RunFolder
-from clipwise.train.callbacks import auto_ema_decay, ema_update
+from clipwise.training.callbacks import auto_ema_decay, ema_update
 
 
 def test_the_average_warms_up_then_decays_at_the_set_rate():
@@ -97,7 +97,7 @@ def test_resume_continues_the_average(cli, ema_run, tmp_path):
 def test_an_auto_decay_follows_the_length_a_time_budget_plans():
     from types import SimpleNamespace
 
-    from clipwise.train.callbacks import WeightEMA
+    from clipwise.training.callbacks import WeightEMA
 
     module = SimpleNamespace(planned_epochs=200, hparams=SimpleNamespace(steps_per_epoch=40))
     ema = WeightEMA("auto")

@@ -21,7 +21,7 @@ from clipwise.augment import FilterAugment, FrequencyWarp, Overlay, SpecAugment,
 from clipwise.data.dataset import aggregate_windows
 from clipwise.errors import ConfigError
 from clipwise.task import get_task
-from clipwise.models.classifier import AudioClassifier, ModelSpec
+from clipwise.models.classifier import ACTIVATIONS, AudioClassifier, ModelSpec
 
 EVAL_STAGES = ("val", "train_clean")
 DIVERGENCE_HINT = ("Training stopped early. Lower optim.lr, keep frontend.normalize=true (unnormalised log-mel "
@@ -125,18 +125,16 @@ class ClassifierModule(L.LightningModule):
         ]
         mel_aug = [m for m in mel_aug if m is not None]
         self.mel_augment = nn.Sequential(*mel_aug) if mel_aug else None
-        self.multi_label = bool(spec.get("multi_label"))
-        self.task = get_task("multilabel" if self.multi_label else "multiclass")
+        self.task = get_task(spec.get("task", "multiclass"))
         overlay = aug.get("overlay", 0.0)
-        if overlay > 0 and not self.multi_label:
+        if overlay > 0 and not self.task.multi_label:
             raise ConfigError("augment.overlay adds a second clip's labels, so it needs a multi-label task; set "
                               "augment.overlay=0 (or data.task=multilabel if clips may carry several labels)")
         self.overlay = Overlay(overlay, aug.get("overlay_gain_db", 6.0)) if overlay > 0 else None
         self.mixup = None
         self.mixup_alpha, self.mixup_prob = aug["mixup_alpha"], aug["mixup_prob"]
-        if self.multi_label:
-            pass  # mixup of soft multi-hot targets is done in training_step (timm's Mixup one-hot encodes indices)
-        elif (aug["mixup_alpha"] > 0 or aug["cutmix_alpha"] > 0) and aug["mixup_prob"] > 0:
+        # multi-label mixup of soft multi-hot targets is done in the loss (timm's Mixup one-hot encodes indices)
+        if not self.task.multi_label and (aug["mixup_alpha"] > 0 or aug["cutmix_alpha"] > 0) and aug["mixup_prob"] > 0:
             from timm.data import Mixup
 
             self.mixup = Mixup(
@@ -182,9 +180,11 @@ class ClassifierModule(L.LightningModule):
         if self.overlay is not None:
             wave, target = self.overlay(wave, target)
         spec = self.specaugment(self.model.spectrogram(wave, self.mel_augment))
-        if self.multi_label:
-            loss = self._multilabel_loss(spec, target.float())
-        elif self.mixup is not None and len(spec) % 2 == 0 and len(spec) > 1:
+        return _LOSSES[self.task.name](self, spec, target)
+
+    def _multiclass_loss(self, spec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy on softmax outputs; timm's mixup / cutmix with smoothed soft targets, when on."""
+        if self.mixup is not None and len(spec) % 2 == 0 and len(spec) > 1:
             spec, soft = self.mixup(spec, target)
             logits = self.model.forward_spec(spec)
             if self.class_weights is not None:
@@ -198,6 +198,7 @@ class ClassifierModule(L.LightningModule):
 
     def _multilabel_loss(self, spec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """BCE on sigmoid outputs; mixup mixes the multi-hot targets into soft ones with the same weight."""
+        target = target.float()
         if self.mixup_alpha > 0 and len(spec) > 1 and np.random.rand() < self.mixup_prob:
             lam = float(np.random.beta(self.mixup_alpha, self.mixup_alpha))
             spec = lam * spec + (1 - lam) * spec.flip(0)
@@ -209,7 +210,7 @@ class ClassifierModule(L.LightningModule):
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         windows, target, counts, _ = batch
         logits = self.model(windows).float()
-        scores = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+        scores = ACTIVATIONS[self.task.activation](logits)
         probs = aggregate_windows(scores, counts)
         self._outputs[EVAL_STAGES[dataloader_idx]].append((probs.cpu(), target.cpu()))
 
@@ -300,7 +301,7 @@ class ClassifierModule(L.LightningModule):
             )
         else:
             warmup = int(opt_cfg["warmup_epochs"] * self.hparams.steps_per_epoch)
-            min_ratio = 1.0 if opt_cfg["schedule"] == "constant" else opt_cfg["min_lr_ratio"]
+            min_ratio = opt_cfg["min_lr_ratio"]  # cosine only: the constant schedule stays at lr after warmup
             steps = self.hparams.steps_per_epoch
             # the planned length is read at every step: a time budget (train.max_minutes) may shorten it
             scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -311,3 +312,8 @@ class ClassifierModule(L.LightningModule):
                 else min((step + 1) / max(1, warmup), 1.0),
             )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+#: each task's training loss (the task names it; the module computes it in torch)
+_LOSSES = {"multiclass": ClassifierModule._multiclass_loss, "multilabel": ClassifierModule._multilabel_loss}
+

@@ -91,7 +91,7 @@ def test_a_monitor_of_the_wrong_task_is_refused(mixtures, tmp_path, cli, tiny):
 @pytest.mark.slow
 def test_a_fresh_multilabel_model_starts_at_the_label_prior(mixtures, tmp_path, cli, tiny, monkeypatch):
     from clipwise.models.classifier import AudioClassifier
-    from clipwise.train.fit import prior_logits
+    from clipwise.training.data import prior_logits
 
     seen = []
     original = AudioClassifier.init_output_bias

@@ -13,7 +13,7 @@ import yaml
 from clipwise.config import load_config
 from clipwise.evaluate.metrics import majority_baseline
 from clipwise.run import RunFolder
-from clipwise.train.fit import train
+from clipwise.training.fit import train
 from clipwise.task import get_task
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*LeafSpec"), pytest.mark.slow]  # every test trains

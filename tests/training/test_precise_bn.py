@@ -10,7 +10,7 @@ from torch import nn
 from clipwise.data.audio import load_audio
 from clipwise.models.classifier import AudioClassifier
 from clipwise.run import RunFolder
-from clipwise.train.callbacks import recalibrate_batchnorm
+from clipwise.training.callbacks import recalibrate_batchnorm
 
 
 def _net() -> nn.Sequential:

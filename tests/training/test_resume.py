@@ -10,7 +10,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-import clipwise.train.fit as fit
+import clipwise.training.fit as fit
 from clipwise.run import RunFolder
 
 pytestmark = pytest.mark.slow  # every test trains, or uses the session's 2-epoch run (tests/conftest.py)

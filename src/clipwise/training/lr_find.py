@@ -30,8 +30,8 @@ def lr_range_test(config: Config, *, out: str | Path, start: float = 1e-6, end: 
     import lightning as L
 
     from clipwise.data.prepare import prepare_data, steps_per_epoch
-    from clipwise.train.fit import _DataModule, build_spec, fit_normalisation
-    from clipwise.train.module import ClassifierModule, parameter_groups
+    from clipwise.training.data import AudioDataModule, build_spec, fit_normalisation
+    from clipwise.training.module import ClassifierModule, parameter_groups
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,7 +44,7 @@ def lr_range_test(config: Config, *, out: str | Path, start: float = 1e-6, end: 
                               steps_per_epoch(len(data.targets["train"]), config.data.batch_size))
     fit_normalisation(module.model, data.stores["train"])
     module.train()
-    loader = _DataModule(config, data, spec).train_dataloader()
+    loader = AudioDataModule(config, data, spec).train_dataloader()
     optimizer = torch.optim.AdamW(parameter_groups(module.model, config.optim.weight_decay), lr=start,
                                   betas=tuple(config.optim.betas))
     ratio = (end / start) ** (1 / max(1, steps - 1))

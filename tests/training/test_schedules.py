@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from clipwise.train.lr_find import suggest
-from clipwise.train.module import head_parameters, phase_lr, phase_of_epoch
+from clipwise.training.lr_find import suggest
+from clipwise.training.module import head_parameters, phase_lr, phase_of_epoch
 
 PHASES = [{"epochs": 2, "lr": 1e-2, "freeze": "backbone", "pct_start": 0.25},
           {"epochs": 3, "lr": 1e-3, "backbone_lr_factor": 0.1, "pct_start": 0.25}]
@@ -42,7 +42,7 @@ def test_a_frozen_phase_trains_only_the_head(synth_manifest, tmp_path, cli, tiny
     r = cli("train", "--data", synth_manifest, "--out", tmp_path / "run", *tiny, f"optim.phases={phases}",
             "augment.mixup_alpha=0")
     assert r.rc == 0, r.err
-    from clipwise.train.module import ClassifierModule
+    from clipwise.training.module import ClassifierModule
 
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     torch.manual_seed(0)
@@ -84,7 +84,7 @@ def test_lr_find_cli_writes_the_curve(synth_manifest, tmp_path, cli, tiny):
 def test_a_time_budget_plans_the_epochs_that_fit(monkeypatch):
     from types import SimpleNamespace
 
-    import clipwise.train.callbacks as callbacks
+    import clipwise.training.callbacks as callbacks
 
     clock = [1000.0]
     monkeypatch.setattr(callbacks.time, "time", lambda: clock[0])
@@ -131,7 +131,7 @@ def test_no_epoch_starts_that_cannot_end_within_the_hard_limit(monkeypatch):
     budget stops training at an epoch's end when the median of the latest epochs exceeds the time left."""
     from types import SimpleNamespace
 
-    import clipwise.train.callbacks as callbacks
+    import clipwise.training.callbacks as callbacks
 
     clock, left = [0.0], [900.0]
     monkeypatch.setattr(callbacks.time, "time", lambda: clock[0])
@@ -188,8 +188,8 @@ def test_the_cosine_schedule_anneals_over_the_planned_epochs(synth_manifest, tmp
 
     import lightning as L
 
-    import clipwise.train.callbacks as callbacks
-    import clipwise.train.fit as fit
+    import clipwise.training.callbacks as callbacks
+    import clipwise.training.fit as fit
 
     epoch_seconds, trainers = 180.0, []
 

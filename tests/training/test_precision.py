@@ -39,7 +39,7 @@ def test_bf16_training_saves_a_float32_model_with_finite_curves(cli, synth_manif
 def test_bf16_on_a_cpu_without_native_bf16_warns_and_names_the_fix(cli, synth_manifest, tiny, tmp_path, monkeypatch):
     """Emulated bf16 made an audiocnn training step 10x slower than float32 on this machine's AVX2 CPU: a user
     who asks for it there is told, and still gets the run they asked for."""
-    import clipwise.train.fit as fit
+    import clipwise.training.fit as fit
 
     monkeypatch.setattr(fit, "cpu_has_native_bf16", lambda: False)
     with pytest.warns(UserWarning, match=r"train\.precision=bf16 on a CPU without native bf16.*train\.precision=32"):
