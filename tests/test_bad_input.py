@@ -24,6 +24,22 @@ def _assert_user_error(result, command: str, *needles: str) -> None:
     assert result.err.startswith(f"clipwise {command}: error:"), result.err
     for needle in needles:
         assert needle in result.err, f"{needle!r} not in the message: {result.err}"
+    assert_flags_exist(command, result.err)
+
+
+def assert_flags_exist(command: str, message: str) -> None:
+    """Every flag the rendered message suggests exists: on the command it shows (`clipwise prepare ... --x`), or
+    else on the command that printed it."""
+    from test_messages import FLAG, NAMED, command_flags
+
+    flags = command_flags()
+    shown = NAMED.findall(message.split(":", 1)[1])  # past the "clipwise CMD: error:" prefix
+    for other, rest in shown:
+        missing = [f for f in FLAG.findall(rest) if other in flags and f not in flags[other]]
+        assert not missing, f"`clipwise {other}` has no {missing}: {message}"
+    plain = NAMED.sub("", message.split(":", 1)[1])
+    missing = [f for f in FLAG.findall(plain) if f not in flags[command]]
+    assert not missing, f"`clipwise {command}` has no {missing}, which its message suggests: {message}"
 
 
 @pytest.fixture

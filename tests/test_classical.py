@@ -32,7 +32,7 @@ def test_svm_baseline_writes_a_full_run_folder_and_predicts(manifest, tmp_path, 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test"]["accuracy"] >= 0.75  # four clearly distinct synthetic classes
     assert summary["model"]["kind"] == "classical" and summary["data"]["n_features"] > 100
-    for name in ("model.joblib", "report.md", "report.html", "predictions_test.csv", "labels.json", "leakage.json"):
+    for name in ("model.skops", "report.md", "report.html", "predictions_test.csv", "labels.json", "leakage.json"):
         assert (out / name).is_file(), name
     assert "Majority-class baseline" in (out / "report.md").read_text()
     r = cli("evaluate", out, "--format", "json")

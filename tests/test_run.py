@@ -45,7 +45,7 @@ def test_open_names_the_missing_config_and_the_fix(tmp_path):
         with pytest.raises(RunError) as err:
             RunFolder.open(folder)
         assert f"{folder} is not a clipwise run folder" in str(err.value)
-        assert "pass the folder that `clipwise train` wrote (--out)" in str(err.value)
+        assert "pass the folder that `clipwise train --out` wrote" in str(err.value)
     with pytest.raises(RunError, match="config.yaml missing"):
         RunFolder.open(tmp_path)
 

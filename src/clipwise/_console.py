@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,12 +58,22 @@ def print_predictions(files: Sequence[Path], top: list[list[tuple[str, float]]],
         from rich.console import Console
         from rich.table import Table
 
+        names = short_names(files)
         table = Table("file", *(["tags"] if tags is not None else []),
                       *[f"#{i + 1}" for i in range(len(top[0]) if top else 0)])
         for i, (f, t) in enumerate(zip(files, top)):
-            table.add_row(str(f), *(["; ".join(tags[i]) or "-"] if tags is not None else []),
+            table.add_row(names[i], *(["; ".join(tags[i]) or "-"] if tags is not None else []),
                           *[f"{lab} {p:.3f}" for lab, p in t])
         Console().print(table)
+
+
+def short_names(files: Sequence[Path]) -> list[str]:
+    """What tells the files apart in a narrow column: each path relative to the folder they share (the file name
+    for one file), so the part that differs is what shows."""
+    if len(files) < 2:
+        return [Path(f).name for f in files]
+    common = os.path.commonpath([os.path.abspath(f) for f in files])
+    return [os.path.relpath(os.path.abspath(f), common) for f in files]
 
 
 def print_cv_summary(root: Path) -> None:
@@ -88,6 +100,8 @@ def print_evaluation(result: dict[str, Any], *, task_name: str, fmt: str) -> Non
     for key in get_task(task_name).headline:
         print(f"  {key:18s} {m[key]:.4f}")
     print(f"predictions: {result['predictions']}")
+    for row in result.get("skipped", []):
+        print(f"skipped {row['path']}: {row['reason']}", file=sys.stderr)
 
 
 def print_recompute(result: dict[str, Any], *, fmt: str) -> None:
@@ -133,3 +147,28 @@ def print_model_list(models: Sequence[tuple[str, str, str]], *, default: str) ->
     for name, family, description in models:
         print(f"{name:26s} {family:14s} {description}{' (default)' if name == default else ''}")
     print("\nAny other timm model name also works as a backbone (see timm.list_models()).")
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """clipwise's own warnings as one plain line (`clipwise: warning: ...`), others as Python prints them."""
+    if "clipwise" in str(filename) and issubclass(category, UserWarning):
+        return f"clipwise: warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
+_python_format_warning = warnings.formatwarning
+
+
+def quiet_third_party() -> None:
+    """Keep the terminal for what the user needs: no tips or shim warnings of other packages, and clipwise's
+    own warnings as one plain line each."""
+    # Lightning advertises services on every run and torch's pytree shim warns on each step; neither helps users
+    os.environ.setdefault("LIGHTNING_DISABLE_TIPS", "1")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+    warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
+    import logging
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.formatwarning = _format_warning

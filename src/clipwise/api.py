@@ -134,7 +134,7 @@ def load(run: PathLike, *, checkpoint: str = "best") -> Model:
 
 def train(data: PathLike | None = None, *, model: str | None = None, out: PathLike | None = None,
           config: PathLike | Config | None = None, overrides: Sequence[str] | Mapping[str, Any] = (),
-          resume: bool = False, callbacks: Sequence[Any] = (), **settings: Any) -> Model:
+          resume: bool = False, callbacks: Sequence[Any] = (), overwrite: bool = False, **settings: Any) -> Model:
     """Train a model on a manifest and write its run folder; returns the trained :class:`Model`.
 
     Args:
@@ -145,10 +145,11 @@ def train(data: PathLike | None = None, *, model: str | None = None, out: PathLi
         overrides: ``key=value`` settings.
         resume: continue the run in ``out`` from its last checkpoint, with its saved config.
         callbacks: Lightning callbacks added to clipwise's own (deep runs).
+        overwrite: train into ``out`` even if it holds a run (which is moved aside, never deleted).
         **settings: ``epochs``, ``test_fold``, ``seed``, ``skip_bad``, ``allow_leakage`` or dotted config keys.
 
     Raises:
-        ConfigError, ManifestError, AudioError, LeakageError: bad settings or data.
+        ConfigError, ManifestError, AudioError, LeakageError: bad settings or data, or ``out`` holds a run.
     """
     base = None
     if resume:
@@ -157,7 +158,7 @@ def train(data: PathLike | None = None, *, model: str | None = None, out: PathLi
         run = RunFolder.open(out)
         base = run.load_config_dict()
     cfg = make_config(data, model=model, config=config, overrides=overrides, base=base, **settings)
-    return load(train_run(cfg, out=out, resume=resume, callbacks=callbacks))
+    return load(train_run(cfg, out=out, resume=resume, callbacks=callbacks, overwrite=overwrite))
 
 
 def cv(data: PathLike | None = None, *, model: str | None = None, out: PathLike | None = None,

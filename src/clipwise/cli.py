@@ -8,25 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import warnings
 from pathlib import Path
 
 from clipwise.config import DEFAULT_MODEL, SWEEP_SAMPLERS, USE_CASES
 from clipwise.errors import ClipwiseError, ConfigError
-
-
-def _quiet_third_party() -> None:
-    # Lightning advertises services on every run and torch's pytree shim warns on each step; neither helps users
-    os.environ.setdefault("LIGHTNING_DISABLE_TIPS", "1")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*litlogger.*")
-    warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
-    import logging
-
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 # -- commands ----------------------------------------------------------------------------------------------------
@@ -66,6 +52,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from clipwise.data.recipes import prepare
 
     columns = {k: v for k, v in vars(args).items() if k.endswith("_column") and v}
+    if Path(args.out).exists() and not args.overwrite:
+        raise ConfigError(f"--out {args.out} already exists; nothing was written. Choose another file name, or pass "
+                          "--overwrite to replace it")
     if args.download:
         from clipwise.data.recipes import DOWNLOADS
 
@@ -114,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if run.kind == "deep" and not run.last_checkpoint.is_file():
             raise ConfigError(f"cannot resume {run.root}: checkpoints/last.ckpt is missing (no epoch finished)")
     config = _config_from_args(args, base=base)
-    print_run_summary(train_run(config, out=out, resume=bool(args.resume)))
+    print_run_summary(train_run(config, out=out, resume=bool(args.resume), overwrite=args.overwrite))
     return 0
 
 
@@ -122,6 +111,9 @@ def cmd_cv(args: argparse.Namespace) -> int:
     from clipwise._console import print_cv_summary
     from clipwise.training.cv import cross_validate
 
+    if args.folds is not None and args.folds < 2:
+        raise ConfigError(f"--folds {args.folds}: a cross-validation needs at least 2 folds; leave --folds out to use "
+                          "the manifest's fold column (or 5 grouped folds)")
     config = _config_from_args(args)
     only = [int(k) for k in args.only.split(",")] if args.only else None
     print_cv_summary(cross_validate(config, out=args.out, folds=args.folds, only=only))
@@ -142,22 +134,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0 if result["ok"] else 1
     from clipwise.infer.evaluate import evaluate_run
 
-    result = evaluate_run(args.run, data=args.data, split=args.split, checkpoint=args.checkpoint)
+    result = evaluate_run(args.run, data=args.data, split=args.split, checkpoint=args.checkpoint,
+                          skip_bad=args.skip_bad)
     print_evaluation(result, task_name=RunFolder.open(args.run).task.name, fmt=args.format)
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from clipwise._console import print_predictions
     from clipwise.api import load
-    from clipwise.infer.predictor import find_audio
+    from clipwise.errors import AudioError
+    from clipwise.infer.predictor import find_audio, split_decodable
 
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
     files = find_audio(args.paths)
     model = load(args.run, checkpoint=args.checkpoint)
-    probs = model.scorer.predict_files(files)
+    bad: list[tuple[Path, str]] = []
+    try:
+        probs = model.scorer.predict_files(files)
+    except AudioError:  # score every file that decodes; list the others at the end
+        files, bad = split_decodable(files)
+        probs = model.scorer.predict_files(files) if files else np.zeros((0, len(model.labels)))
     top = model.scorer.top_k(probs, k=args.top_k)
     tags = model.task.decide(probs, model.labels, model.thresholds()) if model.task.multi_label else None
     print_predictions(files, top, fmt=args.format, tags=tags)
+    for path, reason in bad:
+        print(f"clipwise predict: skipped {path}: {reason}", file=sys.stderr)
+    if bad and not args.skip_bad:
+        print(f"clipwise predict: error: {len(bad)} of {len(files) + len(bad)} file(s) could not be scored (listed "
+              "above); pass --skip-bad to exit 0 when some files are unreadable", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -168,7 +177,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     df = read_manifest(args.manifest)
     report = check_manifest(df, side=args.side, progress=not args.json)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
-    return 1 if args.strict and report.findings else 0
+    # as linters do: errors (unreadable files, leaks) fail the command, warnings only with --strict
+    errors = [f for f in report.findings if f.severity == "error"]
+    return 1 if errors or (args.strict and report.findings) else 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -278,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("source", help="recipe name (see `clipwise datasets`), a folder of class folders, or a CSV")
     s.add_argument("--root", help="dataset folder (for recipes)")
     s.add_argument("--out", required=True, help="manifest CSV to write")
+    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     s.add_argument("--download", action="store_true", help="download and unpack the recipe's dataset into --root "
                    "first (skipped when it is there)")
     for col in ("path", "label", "split", "fold", "group", "start", "end"):
@@ -289,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-fold", type=int, help="with a fold column: the fold used as test set")
     s.add_argument("--out", help="run folder (default: runs/<data>-<model>-<time>)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    s.add_argument("--overwrite", action="store_true", help="train into --out even if it holds a run: the old run "
+                   "is moved aside to <out>.replaced-<time>, never deleted")
     s.add_argument("--cv", nargs="?", type=_fold_count, const=0, metavar="K", help="cross-validate instead (as `clipwise cv`): "
                    "the manifest's folds, or K grouped folds (default 5)")
     s.set_defaults(fn=cmd_train)
@@ -309,12 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--recompute", action="store_true", help="regenerate every number of the run's report from its "
                    "saved predictions and its checkpoint; exit 1 on any difference")
     s.add_argument("--tolerance", type=float, default=1e-4, help="largest difference accepted by --recompute")
+    s.add_argument("--skip-bad", action="store_true", help="score the rows whose audio can be read (the skipped "
+                   "ones are listed)")
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("predict", help="top-k labels for audio files or folders")
     s.add_argument("run", help="run folder (or one of its checkpoints, RUN/checkpoints/last.ckpt)")
     s.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
     s.add_argument("--top-k", type=int, default=3)
+    s.add_argument("--skip-bad", action="store_true", help="exit 0 when some files cannot be decoded (they are "
+                   "listed on stderr and the others scored either way)")
     s.add_argument("--format", default="table", choices=["table", "csv", "json"])
     s.add_argument("--checkpoint", default="best", choices=["best", "last"])
     s.set_defaults(fn=cmd_predict)
@@ -324,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--side", default="auto", help="column whose values are compared for leakage "
                    "(default: split, else fold)")
     s.add_argument("--json", action="store_true", help="print the findings as JSON")
-    s.add_argument("--strict", action="store_true", help="exit with status 1 when there are findings")
+    s.add_argument("--strict", action="store_true", help="exit with status 1 on warnings too (errors always do)")
     s.set_defaults(fn=cmd_check)
 
     s = sub.add_parser("compare", help="leaderboard of runs, cross-validations and Lightning CSV logs")
@@ -383,14 +401,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``clipwise`` command."""
-    _quiet_third_party()
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given, for helper processes (sweep --jobs)
+    from clipwise._console import quiet_third_party
+
+    quiet_third_party()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value settings may come anywhere, also after options (argparse takes a positional list in one run)
+    settings = [a for a in extra if "=" in a and not a.startswith("-")]
+    if extra and (len(settings) < len(extra) or not hasattr(args, "overrides")):
+        parser.parse_args(argv)  # argparse's own message, naming what it did not recognise (exits 2)
+    if settings:
+        args.overrides = [*args.overrides, *settings]
+    args.argv = argv  # as given, for helper processes (sweep --jobs)
     try:
         return args.fn(args)
     except ClipwiseError as e:
         print(f"clipwise {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # the file system said no (a full disk, a path through a file, no permission)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"clipwise {args.command}: error: {e.strerror or e}{where}. Choose another path (or free the disk) and "
+              "run the command again", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         hint = {"train": " Resume with `clipwise train --resume RUN_DIR`.",
                 "cv": " Re-run the same command with the same --out: finished folds are kept, the interrupted one "

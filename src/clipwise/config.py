@@ -268,6 +268,21 @@ def _config_key(loc: tuple) -> str:
     return ".".join(parts) or ".".join(str(p) for p in loc)
 
 
+def suggest_key(key: str, valid: list[str]) -> str | None:
+    """The valid key a mistyped ``key`` most likely meant: within its section, a key whose name starts the typed
+    one (``optim.lr_rate`` -> ``optim.lr``) or the closest name; else the closest key anywhere."""
+    section, _, leaf = key.rpartition(".")
+    names = {k.rpartition(".")[2]: k for k in valid if k.rpartition(".")[0] == section and section}
+    starts = [n for n in names if leaf.startswith(n + "_") or (len(leaf) >= 3 and n.startswith(leaf))]
+    if starts:
+        return names[max(starts, key=len)]
+    close = difflib.get_close_matches(leaf, list(names), n=1, cutoff=0.6)
+    if close:
+        return names[close[0]]
+    close = difflib.get_close_matches(key, valid, n=1)
+    return close[0] if close else None
+
+
 def _format_validation_error(err: ValidationError, *, source: str) -> str:
     lines = []
     # section names too, so a typo in the section ("trian.epochs") gets a suggestion
@@ -276,8 +291,8 @@ def _format_validation_error(err: ValidationError, *, source: str) -> str:
     for e in err.errors():
         if e["type"] == "extra_forbidden":
             key = ".".join(str(p) for p in e["loc"])
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            close = suggest_key(key, valid)
+            hint = f" Did you mean {close!r}?" if close else ""
             lines.append(f"unknown config key {key!r} in {source}.{hint}")
         else:
             msgs, _ = invalid.setdefault(_config_key(e["loc"]), ([], e.get("input")))

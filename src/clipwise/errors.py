@@ -41,5 +41,10 @@ class RunError(ClipwiseError):
     """A run folder is missing, incomplete or from an incompatible version."""
 
 
+class UnsafeFileError(RunError):
+    """A file clipwise reads is not what clipwise writes, or holds content that only running code could rebuild
+    (a pickled object): it is refused, never executed."""
+
+
 class LeakageError(ClipwiseError):
     """Training and test data share audio or groups."""

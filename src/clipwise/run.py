@@ -63,7 +63,7 @@ class RunFolder:
             return run
         raise RunError(
             f"{run.root} is not a clipwise run folder: {reason}; "
-            "pass the folder that `clipwise train` wrote (--out)"
+            "pass the folder that `clipwise train --out` wrote"
         )
 
     def __repr__(self) -> str:
@@ -128,7 +128,7 @@ class RunFolder:
     @property
     def estimator_path(self) -> Path:
         """A classical baseline's fitted scikit-learn pipeline."""
-        return self.root / "model.joblib"
+        return self.root / "model.skops"
 
     @property
     def weights_path(self) -> Path:

@@ -131,7 +131,7 @@ def test_cli_json_strict_and_cache(tmp_path, capsys, monkeypatch):
     df = pd.concat([df, pd.DataFrame([{"path": str(tmp_path / "dup.wav"), "label": df.loc[0, "label"],
                                        "fold": 3, "group": "dup"}])], ignore_index=True)
     manifest = _write(df, tmp_path)
-    assert main(["check", str(manifest)]) == 0
+    assert main(["check", str(manifest)]) == 1  # an error finding fails the command, as a linter's does
     text = capsys.readouterr().out
     assert "[error] 1 set(s) of identical audio span more than one side (fold)" in text
     import clipwise.data.check as check_module

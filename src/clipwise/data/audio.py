@@ -6,7 +6,10 @@ training, evaluation and inference.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +60,29 @@ def _existing_file(path: str | Path) -> Path:
 
 
 def _decode_error(path: Path, reason: object) -> AudioError:
-    return AudioError(f"cannot decode {path}: {reason}; supported: {SUPPORTED_FORMATS}", path=str(path))
+    text = str(reason)
+    # libsndfile says "does not exist or is not a regular file" of files it merely cannot parse
+    if "does not exist or is not a regular file" in text or "Format not recognised" in text:
+        text = "not decodable as audio: no decoder recognises its content (damaged, or not audio)"
+    return AudioError(f"cannot decode {path}: {text}; supported: {SUPPORTED_FORMATS}", path=str(path))
+
+
+@contextlib.contextmanager
+def _quiet_decoders():
+    """Silence what C decoders print straight to the process's stderr (libmpg123: "Note: Illegal Audio-MPEG-Header
+    ..."): clipwise reports a bad file itself, once, with its name."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _empty_error(path: Path) -> AudioError:
@@ -86,7 +111,8 @@ def audio_info(path: str | Path) -> AudioInfo:
     """
     path = _existing_file(path)
     try:
-        meta = sf.info(str(path))
+        with _quiet_decoders():
+            meta = sf.info(str(path))
         info = AudioInfo(int(meta.samplerate), int(meta.frames), int(meta.channels), float(meta.duration))
     except (sf.SoundFileError, RuntimeError) as sf_err:
         try:
@@ -96,6 +122,30 @@ def audio_info(path: str | Path) -> AudioInfo:
     if info.frames <= 0:
         raise _empty_error(path)
     return info
+
+
+def declared_frames(path: str | Path) -> int | None:
+    """The frames a WAV file's header declares (its data chunk's size), which libsndfile quietly shortens to what
+    the file holds; None for other formats or a header that leaves the size open (streamed WAVs)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return None
+    if head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+        return None
+    order = "<" if head[:4] == b"RIFF" else ">"
+    pos, block_align = 12, None
+    while pos + 8 <= len(head):
+        chunk, size = head[pos:pos + 4], struct.unpack(order + "I", head[pos + 4:pos + 8])[0]
+        if chunk == b"fmt " and pos + 22 <= len(head):
+            block_align = struct.unpack(order + "H", head[pos + 20:pos + 22])[0]
+        elif chunk == b"data":
+            if not block_align or size in (0, 0xFFFFFFFF):
+                return None
+            return size // block_align
+        pos += 8 + size + (size & 1)
+    return None
 
 
 def _is_nan(value: object) -> bool:
@@ -128,14 +178,15 @@ def _to_mono(x: np.ndarray) -> np.ndarray:
 def _read(path: Path, info: AudioInfo, first: int, stop: int) -> tuple[np.ndarray, int]:
     """Decode frames [first, stop) with soundfile, falling back to librosa/audioread."""
     try:
-        x, sr = sf.read(str(path), start=first, stop=stop, dtype="float32", always_2d=True)
+        with _quiet_decoders():
+            x, sr = sf.read(str(path), start=first, stop=stop, dtype="float32", always_2d=True)
         return _to_mono(x), int(sr)
     except (sf.SoundFileError, RuntimeError) as sf_err:
         import librosa
 
         offset = first / info.sample_rate
         try:
-            with warnings.catch_warnings():  # librosa warns that it is falling back, which is the point
+            with warnings.catch_warnings(), _quiet_decoders():  # librosa warns it is falling back: the point
                 warnings.simplefilter("ignore")
                 x, sr = librosa.load(
                     str(path), sr=None, mono=True, offset=offset, duration=(stop - first) / info.sample_rate
@@ -154,7 +205,9 @@ def load_audio(
 ) -> np.ndarray:
     """Decode a file (or a segment of it) to mono float32 at ``sample_rate``.
 
-    Only the frames of the segment are read. Channels are averaged; the rate is converted with soxr (HQ).
+    Only the frames of the segment are read. Channels are averaged; the rate is converted with soxr (HQ). Samples
+    are kept as the file holds them: integer formats decode to [-1, 1], float files may hold larger values (legal,
+    and kept; ``clipwise check`` counts such files). A file holding NaN or infinite samples is not usable audio.
 
     Args:
         path: audio file (wav, flac, ogg, mp3, ...).
@@ -167,7 +220,8 @@ def load_audio(
 
     Raises:
         ConfigError: ``sample_rate`` is not a positive integer.
-        AudioError: the file is missing, undecodable or empty, or the segment lies outside it.
+        AudioError: the file is missing, undecodable, empty or holds NaN / infinite samples, or the segment lies
+            outside it.
     """
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise ConfigError(f"sample_rate must be a positive integer number of Hz, got {sample_rate!r}")
@@ -177,6 +231,10 @@ def load_audio(
     x, sr_in = _read(path, info, first, stop)
     if x.size == 0:
         raise _empty_error(path)
+    bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+    if bad:
+        raise AudioError(f"not usable audio: {path} holds {bad} NaN or infinite sample(s) of {x.size}; re-export it "
+                         "or remove it from the manifest", path=str(path))
     if sr_in != sample_rate:
         x = soxr.resample(np.ascontiguousarray(x), sr_in, int(sample_rate), quality="HQ")
     return np.ascontiguousarray(x, dtype=np.float32)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from clipwise._cache import ClipCache
 from clipwise.data._fingerprint import FINGERPRINT_RATE_HZ, Fingerprint, bit_error_rate, fingerprint
-from clipwise.data.audio import audio_info, is_silent, load_audio
+from clipwise.data.audio import audio_info, declared_frames, is_silent, load_audio
 from clipwise.data.findings import LISTED, CheckReport, Finding, files_of
 from clipwise.data.manifest import parse_labels, segment_seconds
 from clipwise.errors import AudioError
@@ -34,7 +34,9 @@ MAYBE_DUPLICATE_BER = 0.32
 NEAR_DUPLICATE_CORRELATION = 0.5
 #: candidates per clip from the other sides, taken by similarity of the band summaries before the bit test
 CANDIDATES = 8
-_CACHE_VERSION = 3
+_CACHE_VERSION = 4
+#: a clip shorter than this holds less than one analysis window of the default frontend (25 ms)
+SHORT_CLIP_SECONDS = 0.025
 def side_column(df: pd.DataFrame) -> str | None:
     """The column that divides a manifest into sides: ``split`` if present, else ``fold``, else none."""
     return "split" if "split" in df else "fold" if "fold" in df else None
@@ -48,12 +50,14 @@ def _to_arrays(entry: dict[str, Any]) -> dict[str, Any]:
     fp: Fingerprint = entry["print"]
     return {"sample_rate": entry["sample_rate"], "channels": entry["channels"], "duration": entry["duration"],
             "silent": entry["silent"], "sha1": fp.sha1, "words": fp.words, "active": fp.active,
-            "summary": fp.summary}
+            "summary": fp.summary, "frames": entry["frames"], "declared_frames": entry["declared_frames"],
+            "peak": entry["peak"]}
 
 
 def _from_arrays(a: dict[str, np.ndarray]) -> dict[str, Any]:
     return {"sample_rate": int(a["sample_rate"]), "channels": int(a["channels"]), "duration": float(a["duration"]),
-            "silent": bool(a["silent"]), "print": Fingerprint(str(a["sha1"]), a["words"], a["active"], a["summary"])}
+            "silent": bool(a["silent"]), "print": Fingerprint(str(a["sha1"]), a["words"], a["active"], a["summary"]),
+            "frames": int(a["frames"]), "declared_frames": int(a["declared_frames"]), "peak": float(a["peak"])}
 
 
 def _scan_one(key: tuple) -> dict[str, Any]:
@@ -63,8 +67,18 @@ def _scan_one(key: tuple) -> dict[str, Any]:
         x = load_audio(path, sample_rate=info.sample_rate, start_seconds=start, end_seconds=end)
     except AudioError as e:
         return {"error": str(e)}
+    declared = _declared_frames(path, info, start, end)
     return {"sample_rate": info.sample_rate, "channels": info.channels, "duration": len(x) / info.sample_rate,
-            "silent": is_silent(x), "print": fingerprint(x, info.sample_rate)}
+            "silent": is_silent(x), "print": fingerprint(x, info.sample_rate), "frames": len(x),
+            "declared_frames": declared, "peak": float(np.abs(x).max())}
+
+
+def _declared_frames(path: str, info, start: float | None, end: float | None) -> int:
+    """The frames the header promises for the segment [start, end) (the whole file without them)."""
+    total = max(info.frames, declared_frames(path) or 0)
+    first = 0 if start is None else int(round(start * info.sample_rate))
+    stop = total if end is None else min(total, int(round(end * info.sample_rate)))
+    return max(0, stop - first)
 
 
 def _scan(row_keys: list[tuple], *, progress: bool) -> dict[tuple, dict[str, Any]]:
@@ -79,7 +93,7 @@ def _scan(row_keys: list[tuple], *, progress: bool) -> dict[tuple, dict[str, Any
     todo: list[tuple] = []
     for k in dict.fromkeys(row_keys):
         cached = cache.get(cache.key(*k))
-        if cached is not None and {"sha1", "words", "active", "summary", "sample_rate"} <= set(cached):
+        if cached is not None and {"sha1", "words", "active", "summary", "sample_rate", "peak"} <= set(cached):
             out[k] = _from_arrays(cached)
         else:
             todo.append(k)
@@ -87,7 +101,12 @@ def _scan(row_keys: list[tuple], *, progress: bool) -> dict[tuple, dict[str, Any
     if progress and len(todo) > 200:
         from tqdm.auto import tqdm
 
-        it = tqdm(todo, desc="checking audio", unit="clip", leave=False)
+        # the first file pays the decoders' warm-up: scan it before the bar starts, or its rate misleads
+        out[todo[0]] = _scan_one(todo[0])
+        if "error" not in out[todo[0]]:
+            cache.put(cache.key(*todo[0]), _to_arrays(out[todo[0]]))
+        todo = todo[1:]
+        it = tqdm(todo, desc="checking audio", unit="clip", leave=False, initial=1, total=len(todo) + 1)
     for k in it:
         out[k] = _scan_one(k)
         if "error" not in out[k]:
@@ -235,6 +254,34 @@ def _duplicate_findings(df: pd.DataFrame, keys: list[tuple], scans: dict, side: 
     return findings
 
 
+def _clip_findings(rows: list[dict], keys: list[tuple], scans: dict, labels: Counter) -> list[Finding]:
+    """Files shorter than their header says, clips too short to analyse, classes of a single clip."""
+    out = []
+    seen = {k: scans[k] for k in dict.fromkeys(keys) if "error" not in scans[k]}
+    cut = [(k[0], s) for k, s in seen.items() if s["frames"] < s["declared_frames"] - 1]
+    if cut:
+        out.append(Finding(
+            "truncated", "warning",
+            f"{len(cut)} file(s) decode to fewer frames than their header declares (e.g. {cut[0][0]}: "
+            f"{cut[0][1]['frames']} of {cut[0][1]['declared_frames']}): truncated or damaged, so part of the audio "
+            "is missing. Re-export or re-download them.", files=files_of(p for p, _ in cut)))
+    short = [(k[0], s) for k, s in seen.items() if s["duration"] < SHORT_CLIP_SECONDS]
+    if short:
+        out.append(Finding(
+            "too_short", "warning",
+            f"{len(short)} clip(s) are shorter than one {SHORT_CLIP_SECONDS * 1000:.0f} ms analysis window (e.g. "
+            f"{short[0][0]}: {short[0][1]['frames']} sample(s)): training pads them with silence, so they carry "
+            "almost nothing to learn from. Check how they were cut.", files=files_of(p for p, _ in short)))
+    single = sorted(lab for lab, n in labels.items() if n == 1)
+    if single:
+        example = {lab: r["path"] for r in rows for lab in parse_labels(r["label"]) if lab in single}
+        out.append(Finding(
+            "single_clip_class", "warning",
+            f"{len(single)} class(es) have a single clip ({', '.join(single[:LISTED])}): a model cannot both learn "
+            "and be tested on them. Add clips or drop those rows.", files=files_of(example.values())))
+    return out
+
+
 def check_manifest(df: pd.DataFrame, *, side: str | None = "auto", progress: bool = False) -> CheckReport:
     """Check a manifest (as :func:`~clipwise.data.manifest.read_manifest` returns it) for unreadable files,
     imbalance, group leakage and duplicate audio across sides.
@@ -280,6 +327,8 @@ def check_manifest(df: pd.DataFrame, *, side: str | None = "auto", progress: boo
     if len(durations):
         summary["duration_seconds"] = {"min": float(durations.min()), "median": float(np.median(durations)),
                                        "max": float(durations.max()), "total": float(durations.sum())}
+    summary["beyond_unit_clips"] = int(sum(g["peak"] > 1.0 for g in good))  # float files may hold > 1: legal
+    findings.extend(_clip_findings(rows, keys, scans, labels))
     if side and "group" in df:
         findings.extend(_group_findings(df, side))
     findings.extend(_duplicate_findings(df, keys, scans, side))

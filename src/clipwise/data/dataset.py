@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from clipwise.augment import random_gain
 from clipwise.data.audio import fix_length, frame_windows, is_silent, load_audio
 from clipwise.data.manifest import segment_seconds
+from clipwise.errors import AudioError
 
 
 @dataclass
@@ -29,17 +30,42 @@ class AudioStore:
 
     @classmethod
     def load(cls, df: pd.DataFrame, *, sample_rate: int, progress: bool = False) -> AudioStore:
-        """Decode every row of ``df`` (its ``start``/``end`` columns select segments)."""
+        """Decode every row of ``df`` (its ``start``/``end`` columns select segments).
+
+        Raises:
+            AudioError: a row's audio cannot be decoded (the first such file is named).
+        """
+        store, failed = cls.load_checked(df, sample_rate=sample_rate, progress=progress, stop_at_first=True)
+        if len(failed):
+            raise AudioError(failed["reason"].iloc[0], path=str(failed["path"].iloc[0]))
+        return store
+
+    @classmethod
+    def load_checked(cls, df: pd.DataFrame, *, sample_rate: int, progress: bool = False,
+                     stop_at_first: bool = False) -> tuple[AudioStore, pd.DataFrame]:
+        """Decode every row of ``df`` that can be decoded.
+
+        Returns:
+            The store of the decodable rows (in ``df``'s order) and the other rows with a ``reason`` column.
+        """
         rows = df.to_dict("records")
         if progress and len(rows) > 200:
             from tqdm.auto import tqdm
 
             rows = tqdm(rows, desc="decoding audio", unit="clip", leave=False)
-        waves = []
-        for row in rows:
+        waves, kept, reasons = [], [], {}
+        for i, row in enumerate(rows):
             start, end = segment_seconds(row)
-            waves.append(load_audio(row["path"], sample_rate=sample_rate, start_seconds=start, end_seconds=end))
-        return cls(list(df["path"]), waves, sample_rate, [is_silent(w) for w in waves])
+            try:
+                waves.append(load_audio(row["path"], sample_rate=sample_rate, start_seconds=start, end_seconds=end))
+                kept.append(i)
+            except AudioError as err:
+                reasons[i] = str(err)
+                if stop_at_first:
+                    break
+        paths = [str(p) for p in df["path"]]
+        failed = df.iloc[sorted(reasons)].assign(reason=[reasons[i] for i in sorted(reasons)])
+        return cls([paths[i] for i in kept], waves, sample_rate, [is_silent(w) for w in waves]), failed
 
     def subset(self, indices: Iterable[int]) -> AudioStore:
         """The clips at ``indices``, in that order (the audio is shared, not copied)."""

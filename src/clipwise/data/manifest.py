@@ -91,8 +91,9 @@ def _map_columns(df: pd.DataFrame, path: Path, mapping: dict[str, str]) -> pd.Da
         elif canonical in ("path", "label"):
             what = "the audio file paths" if canonical == "path" else "the class labels"
             raise ManifestError(
-                f"manifest {path} has no {given!r} column (columns found: {found}); name the column holding "
-                f"{what} with --{canonical}-column NAME ({canonical}_column= in Python)"
+                f"manifest {path} has no {given!r} column (columns found: {found}); make a manifest that names the "
+                f"column holding {what}: `clipwise prepare {path} --{canonical}-column NAME --out manifest.csv` "
+                f"({canonical}_column= in Python)"
             )
         elif given != canonical:  # the user asked for a column that is not there
             raise ManifestError(

@@ -25,7 +25,7 @@ from clipwise.data.dataset import AudioStore
 from clipwise.data.leakage import check_split_leakage
 from clipwise.data.manifest import check_files, label_names, parse_labels, read_manifest
 from clipwise.data.splits import assign_splits
-from clipwise.errors import ConfigError, ManifestError
+from clipwise.errors import AudioError, ConfigError, ManifestError
 from clipwise.run import RunFolder
 from clipwise.task import Task, resolve_task
 
@@ -115,12 +115,11 @@ def _check_labels(df: pd.DataFrame) -> list[str]:
     return sorted(known)
 
 
-def prepare_data(config: Config, run: RunFolder | None = None) -> tuple[Config, PreparedData]:
+def prepare_data(config: Config) -> tuple[Config, PreparedData]:
     """Read, check, split and decode the manifest named in ``config.data.manifest``.
 
     Args:
-        config: the run's config; it is not modified.
-        run: where the list of skipped files goes (``--skip-bad``), if anywhere.
+        config: the run's config; it is not modified. Nothing is written: see :func:`write_run_files`.
 
     Returns:
         ``(resolved, data)``: a copy of ``config`` with every ``auto`` setting (task, monitor, sample rate, clip
@@ -136,9 +135,6 @@ def prepare_data(config: Config, run: RunFolder | None = None) -> tuple[Config, 
     data, train = resolved.data, resolved.train
     df = read_manifest(data.manifest)
     df, bad = check_files(df, skip_bad=data.skip_bad)
-    if run is not None and len(bad):
-        run.root.mkdir(parents=True, exist_ok=True)
-        bad.to_csv(run.skipped_files_path, index=False)
     df = assign_splits(df, test_fold=data.test_fold, val_fraction=data.val_fraction,
                        test_fraction=data.test_fraction, seed=train.seed, val_groups=data.val_groups)
     labels = _check_labels(df)
@@ -150,11 +146,21 @@ def prepare_data(config: Config, run: RunFolder | None = None) -> tuple[Config, 
         leakage = check_split_leakage(df, allow=data.allow_leakage, progress=train.progress)
     if data.sample_rate == "auto":
         data.sample_rate = auto_sample_rate(list(df.loc[df["split"] == "train", "path"]))
-    stores, targets = {}, {}
+    stores, failed = {}, []
     for split in SPLITS:
-        part = df[df["split"] == split]
-        stores[split] = AudioStore.load(part, sample_rate=data.sample_rate, progress=train.progress)
-        targets[split] = task.encode(list(part["label"]), labels)
+        stores[split], bad_rows = AudioStore.load_checked(df[df["split"] == split], sample_rate=data.sample_rate,
+                                                          progress=train.progress, stop_at_first=not data.skip_bad)
+        if len(bad_rows) and not data.skip_bad:
+            raise AudioError(f"{bad_rows['reason'].iloc[0]}\nfix or remove it, or pass --skip-bad to skip every file "
+                             "that cannot be decoded (they are listed in the run folder)",
+                             path=str(bad_rows["path"].iloc[0]))
+        failed.append(bad_rows)
+    if any(len(f) for f in failed):  # header fine, audio not: skipped like the files check_files found
+        dropped = pd.concat(failed)
+        bad = pd.concat([bad, dropped.drop(columns=["split"], errors="ignore")], ignore_index=True)
+        df = df.drop(index=dropped.index)
+        labels = _check_labels(df)
+    targets = {split: task.encode(list(df.loc[df["split"] == split, "label"]), labels) for split in SPLITS}
     if data.clip_seconds == "auto":
         data.clip_seconds = auto_clip_seconds(stores["train"].durations())
     if resolved.optim.phases:
@@ -168,10 +174,42 @@ def prepare_data(config: Config, run: RunFolder | None = None) -> tuple[Config, 
     return resolved, PreparedData(df, labels, task, stores, targets, bad, leakage)
 
 
+def check_resumable(run: RunFolder, data: PreparedData) -> None:
+    """Before a run is resumed: the data must be what it started with (labels and the split of every clip), or
+    its checkpoint does not fit and its numbers would mix two datasets. Nothing is written.
+
+    Raises:
+        ConfigError: what changed, and the two ways on.
+    """
+    problems = []
+    saved = run.load_labels()
+    if saved != data.labels:
+        gone, new = sorted(set(saved) - set(data.labels)), sorted(set(data.labels) - set(saved))
+        problems.append("labels " + "; ".join(p for p in (f"removed {gone[:5]}" if gone else "",
+                                                          f"added {new[:5]}" if new else "") if p)
+                        if gone or new else "labels in another order")
+    if run.splits_path.is_file():
+        before = pd.read_csv(run.splits_path, dtype=str, keep_default_na=False)
+        now = data.frame.astype({"path": str, "split": str, "label": str})
+        rows = lambda f: set(zip(f["path"], f["split"], f["label"]))  # noqa: E731
+        lost, added = rows(before) - rows(now), rows(now) - rows(before)
+        if lost or added:
+            example = next(iter(lost or added))
+            problems.append(f"{len(lost)} clip(s) left or changed split or label, {len(added)} arrived (e.g. "
+                            f"{example[0]} [{example[1]}])")
+    if problems:
+        raise ConfigError(f"cannot resume {run.root}: the data changed since the run started ({'; '.join(problems)}); "
+                          f"nothing was written. Restore the manifest it was trained on ({run.splits_path} lists "
+                          "every clip), or train a new run with --out NEW_FOLDER")
+
+
 def write_run_files(run: RunFolder, config: Config, data: PreparedData, *, kind: str) -> None:
     """What every run trained on a manifest records about itself: run.json (kind and task), the resolved
-    config, the labels, the split of every clip and the leakage check's findings."""
+    config, the labels, the split of every clip, the leakage check's findings and the files ``--skip-bad``
+    skipped."""
     run.root.mkdir(parents=True, exist_ok=True)
+    if len(data.skipped):
+        data.skipped.to_csv(run.skipped_files_path, index=False)
     run.write_info(kind=kind, task=data.task)
     run.save_config_yaml(config.to_dict())
     run.save_labels(data.labels)

@@ -87,7 +87,7 @@ def _model_lines(facts: RunFacts) -> list[str]:
     if isinstance(model.get("params"), int):
         out.append(f"- parameters: {model['params']:,} ({model['params'] * 4 / 2**20:.1f} MiB as float32)")
     if isinstance(model.get("size_bytes"), int):
-        out.append(f"- fitted pipeline: model.joblib, {model['size_bytes'] / 2**20:.2f} MiB ({model.get('estimator')})")
+        out.append(f"- fitted pipeline: {facts.run.estimator_path.name}, {model['size_bytes'] / 2**20:.2f} MiB ({model.get('estimator')})")
     best = facts.run.best_checkpoint
     if best.is_file():
         out.append(f"- checkpoint: checkpoints/{best.name}, {best.stat().st_size / 2**20:.1f} MiB (weights, "

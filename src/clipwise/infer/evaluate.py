@@ -26,7 +26,8 @@ def _run_split_frame(run: RunFolder, split: str) -> pd.DataFrame:
 
 
 def evaluate_run(
-    run_dir: str | Path, *, data: str | Path | None = None, split: str | None = None, checkpoint: str = "best"
+    run_dir: str | Path, *, data: str | Path | None = None, split: str | None = None, checkpoint: str = "best",
+    skip_bad: bool = False,
 ) -> dict[str, Any]:
     """Score a run's checkpoint on a split of its own data or on another manifest, and save the predictions.
 
@@ -35,6 +36,7 @@ def evaluate_run(
         data: another manifest (its labels must be among the model's).
         split: which split (default ``test`` for the run's own data; every row of ``data``).
         checkpoint: ``best`` or ``last``.
+        skip_bad: score the rows whose audio can be read and report how many were skipped.
 
     Returns:
         ``{"source", "checkpoint", "metrics", "predictions"}``.
@@ -62,7 +64,7 @@ def evaluate_run(
                 f"{data} has labels the model was not trained on: {unknown}. The model knows {labels}; "
                 "drop those rows or retrain with them."
             )
-    df, _ = check_files(df)
+    df, skipped = check_files(df, skip_bad=skip_bad)
     probs = predictor.predict_frame(df)
     task = run.task
     y = task.encode(list(df["label"]), labels)
@@ -76,4 +78,5 @@ def evaluate_run(
                                                 thresholds=thresholds, task=task)
     atomic_write_text(out_dir / f"metrics_{name}_{checkpoint}.json",
                       json.dumps(to_jsonable(metrics), indent=2))
-    return {"source": source, "checkpoint": checkpoint, "metrics": metrics, "predictions": str(final)}
+    return {"source": source, "checkpoint": checkpoint, "metrics": metrics, "predictions": str(final),
+            "skipped": [{"path": p, "reason": r} for p, r in zip(skipped["path"], skipped["reason"])]}

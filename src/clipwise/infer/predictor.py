@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from clipwise.data.audio import audio_info, load_audio
 from clipwise.data.dataset import AudioStore, WindowDataset, aggregate_windows, collate_windows
 from clipwise.errors import AudioError
 from clipwise.infer.scoring import Scoring
@@ -37,6 +38,18 @@ def find_audio(paths: Iterable[str | Path]) -> list[Path]:
         else:
             raise AudioError(f"file not found: {p}", path=str(p))
     return out
+
+
+def split_decodable(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The files that decode as audio, and ``(file, reason)`` for the others (each file is decoded once)."""
+    good, bad = [], []
+    for p in paths:
+        try:
+            load_audio(p, sample_rate=audio_info(p).sample_rate)
+            good.append(p)
+        except AudioError as err:
+            bad.append((p, str(err)))
+    return good, bad
 
 
 class Predictor(Scoring):

@@ -15,7 +15,8 @@ from typing import Any
 from clipwise.config import Config
 from clipwise.errors import ConfigError
 from clipwise.kinds import classical, deep, ensemble  # noqa: F401  (the built-in kinds register themselves)
-from clipwise.kinds.base import KINDS, RunKind, get_kind, kinds_in_order, load_run
+from clipwise.data.prepare import RUN_DIR_ENV
+from clipwise.kinds.base import KINDS, RunKind, claim_run_folder, get_kind, kinds_in_order, load_run
 from clipwise.models.registry import MODELS
 
 __all__ = ["KINDS", "RunKind", "get_kind", "kind_for_model", "known_models", "load_run", "train_run"]
@@ -40,6 +41,18 @@ def known_models() -> list[tuple[str, str, str]]:
 
 
 def train_run(config: Config, *, out: str | os.PathLike | None = None, resume: bool = False,
-              callbacks: Sequence[Any] = ()) -> Path:
-    """Train the run ``config`` describes with the kind its ``model.name`` belongs to; returns the run folder."""
-    return kind_for_model(config.model.name).train(config, out=out, resume=resume, callbacks=callbacks)
+              callbacks: Sequence[Any] = (), overwrite: bool = False) -> Path:
+    """Train the run ``config`` describes with the kind its ``model.name`` belongs to; returns the run folder.
+
+    A new run never replaces what ``out`` holds unless ``overwrite`` (see :func:`claim_run_folder`); DDP worker
+    processes, which re-run the launching command inside its run folder, skip that check.
+
+    Raises:
+        ConfigError: ``out`` holds a run or other files (and not ``overwrite``), or ``resume`` without ``out``.
+    """
+    kind = kind_for_model(config.model.name)
+    if out is not None and not resume and os.environ.get(RUN_DIR_ENV) != str(Path(out).resolve()):
+        moved = claim_run_folder(out, overwrite=overwrite)
+        if moved is not None:
+            print(f"the run that was in {out} is now in {moved}", flush=True)
+    return kind.train(config, out=out, resume=resume, callbacks=callbacks)

@@ -80,6 +80,58 @@ def get_kind(name: str) -> RunKind:
         raise RunError(str(e)) from None
 
 
+#: what a run folder holds (a folder with anything else is the user's, and clipwise does not write into it)
+RUN_FILES = ("run.json", "config.yaml", "labels.json", "metrics.csv", "summary.json", "splits.csv", "leakage.json",
+             "thresholds.json", "skipped_files.csv", "model.skops", "model.pt", "ensemble.json", "recompute.json",
+             "report.md", "report.html", "predictions_*.csv", "checkpoints", "figures", "evaluations", "members")
+
+
+def claim_run_folder(out: str | os.PathLike, *, overwrite: bool = False) -> Path | None:
+    """Make sure a new run may be written into ``out``, before anything is.
+
+    ``out`` may be missing, empty, or a run that never finished an epoch (nothing trained is lost). A finished
+    run, a run with checkpoints and a folder holding files of the user's are refused, unless ``overwrite``: a run
+    is then moved aside (``<out>.replaced-<time>``), never deleted.
+
+    Returns:
+        Where an overwritten run was moved, or None.
+
+    Raises:
+        ConfigError: ``out`` is a file, holds a run that training would replace, or holds other files.
+    """
+    import fnmatch
+    import time
+
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--out {root} is a file, not a folder; pass a new folder for the run")
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out {root} cannot be created: {existing} is a file, not a folder; pass a new folder")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"--out {root} cannot be written: {existing} is not writable for this user; pass a "
+                          "folder you can write to")
+    entries = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    if not entries:
+        return None
+    foreign = [n for n in entries if not any(fnmatch.fnmatch(n, pattern) for pattern in RUN_FILES)]
+    if foreign:
+        raise ConfigError(f"--out {root} already holds files that are not a clipwise run ({', '.join(foreign[:5])}); "
+                          "nothing was written. Choose a new or empty folder")
+    run = RunFolder(root)
+    trained = run.summary_path.is_file() or any(run.checkpoints_dir.glob("*.ckpt")) or run.estimator_path.is_file()
+    if not trained:
+        return None  # a run stopped before it trained anything: start it again in place
+    if not overwrite:
+        what = "a finished run" if run.summary_path.is_file() else "an interrupted run"
+        resume = "" if run.summary_path.is_file() else f" continue it with `clipwise train --resume {root}`,"
+        raise ConfigError(f"--out {root} holds {what}; nothing was written. Choose a new folder,{resume} or pass "
+                          "--overwrite to move it aside (it is kept as <folder>.replaced-<time>)")
+    aside = root.with_name(f"{root.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    root.rename(aside)
+    return aside
+
+
 def load_run(path: str | os.PathLike, *, checkpoint: str = "best", **options: Any) -> Scoring:
     """A scorer for the run folder at ``path``, loaded by the kind its run.json names.
 

@@ -5,7 +5,8 @@ deep training does, extracts one feature vector per whole clip (statistics over 
 deltas, STFT band energies, CQT, spectral centroid / contrast / flatness and zero-crossing rate), fits
 ``StandardScaler -> classifier`` on the training split and writes the same run folder: config.yaml,
 labels.json, predictions, summary.json (val, test, clean train, majority baseline) and the report. The fitted
-pipeline is ``model.joblib``. Features are cached on disk per clip, keyed by the file and the feature config,
+pipeline is ``model.skops`` (skops.io: loading it never unpickles; only the scikit-learn types the baselines use are
+accepted). Features are cached on disk per clip, keyed by the file and the feature config,
 so a second baseline on the same data costs only its fit.
 """
 
@@ -26,7 +27,7 @@ from clipwise.data.dataset import AudioStore
 from clipwise.data.leakage import leakage_summary
 from clipwise.data.manifest import segment_seconds
 from clipwise.data.prepare import clean_train_indices, default_run_dir, prepare_data, write_run_files
-from clipwise.errors import ConfigError, RunError
+from clipwise.errors import ConfigError, RunError, UnsafeFileError
 from clipwise.evaluate.report import write_report
 from clipwise.infer.scoring import Scoring
 from clipwise.kinds.base import RunKind, register_kind
@@ -172,13 +173,13 @@ def extract(frame, waves: list[np.ndarray], sample_rate: int, feature_config: di
 # -- training --------------------------------------------------------------------------------------------------
 def train_classical(config: Config, *, out: str | Path | None = None) -> Path:
     """Fit a classical baseline as ``config`` says and write its run folder (see the module docstring)."""
-    import joblib
+    import skops.io as sio
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     run = RunFolder(out or default_run_dir(config))
     t0 = time.time()
-    config, data = prepare_data(config, run)
+    config, data = prepare_data(config)
     if data.task.multi_label:
         raise ConfigError("the classical baselines are single-label; train a deep model for multi-label data")
     fc = config.classical.model_dump()
@@ -196,7 +197,7 @@ def train_classical(config: Config, *, out: str | Path | None = None) -> Path:
     if classes != list(range(len(data.labels))):  # every label occurs in training (checked), so this is a bug
         raise RunError(f"the baseline saw classes {classes}, expected 0..{len(data.labels) - 1}")
     write_run_files(run, config, data, kind=ClassicalKind.name)
-    joblib.dump(pipe, run.estimator_path)
+    sio.dump(pipe, run.estimator_path)
     clean = clean_train_indices(len(data.targets["train"]), config.data.clean_train_clips, seed=config.train.seed)
     parts = {"val": (feats.get("val"), data.targets["val"], list(frames["val"]["path"])),
              "test": (feats.get("test"), data.targets["test"], list(frames["test"]["path"])),
@@ -227,14 +228,47 @@ def train_classical(config: Config, *, out: str | Path | None = None) -> Path:
     return run.root
 
 
+#: the scikit-learn types of the baselines' pipelines that skops does not trust by default (all plain estimator
+#: state: loading them constructs the object and sets its attributes, nothing else)
+TRUSTED_TYPES = (
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+)
+
+
+def load_estimator(path: Path):
+    """A baseline's fitted pipeline, read with skops.io (no unpickling); refused when the file names any type
+    beyond skops' defaults and :data:`TRUSTED_TYPES`.
+
+    Raises:
+        RunError: the file is missing or not a skops file.
+        UnsafeFileError: the file names types clipwise does not load.
+    """
+    import skops.io as sio
+
+    if not path.is_file():
+        raise RunError(f"{path} is missing: the baseline's fitted pipeline; re-run `clipwise train --model ...`")
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as e:  # noqa: BLE001 - a foreign or damaged file means the same thing to the user
+        raise UnsafeFileError(f"{path} is not a clipwise baseline (not a skops file: {type(e).__name__}); retrain "
+                              "the baseline with `clipwise train --model ...`") from None
+    unknown = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if unknown:
+        raise UnsafeFileError(f"{path} names types a clipwise baseline never holds ({', '.join(unknown[:5])}); it "
+                              "was not loaded, since loading could run their code. Retrain the baseline with "
+                              "`clipwise train --model ...`")
+    return sio.load(path, trusted=list(untrusted))
+
+
 class ClassicalPredictor(Scoring):
     """Scores audio with a fitted baseline, with the interface of :class:`~clipwise.infer.predictor.Predictor`
     that ``evaluate`` and ``predict`` use."""
 
     def __init__(self, run: RunFolder):
-        import joblib
-
-        self.pipeline = joblib.load(run.estimator_path)
+        self.pipeline = load_estimator(run.estimator_path)
         cfg = run.load_config_dict()
         self.sample_rate = int(cfg["data"]["sample_rate"])
         self.feature_config = cfg["classical"]

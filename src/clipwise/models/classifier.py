@@ -7,6 +7,8 @@ serving code needs: ``AudioClassifier.load(path)`` rebuilds it from a clipwise c
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,9 +17,38 @@ from typing import Any
 import torch
 from torch import nn
 
-from clipwise.errors import RunError
+from clipwise.errors import RunError, UnsafeFileError
 from clipwise.frontends import BinNorm, build_frontend, n_frames
 from clipwise.models.registry import create_backbone
+
+
+def load_checkpoint(path: str | Path, *, map_location: str = "cpu") -> dict:
+    """Read a checkpoint or weights file with ``torch.load(weights_only=True)``: tensors, numbers, strings and
+    containers of them; a file that needs any other object (a pickled payload) is refused, never run.
+
+    Raises:
+        RunError: the file is missing or not a torch file (e.g. truncated).
+        UnsafeFileError: the file holds objects that only code could rebuild.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not zipfile.is_zipfile(path):  # not what torch.save writes at all: damaged or foreign
+            raise RunError(f"cannot read checkpoint {path}: the file is damaged or not a checkpoint; use another "
+                           "checkpoint of the run or retrain") from None
+        raise UnsafeFileError(
+            f"{path} is not a clipwise checkpoint: it holds objects other than weights and plain data "
+            f"({str(e).splitlines()[0][:200]}), and clipwise never runs code from a file it reads. Use a checkpoint "
+            "that clipwise wrote (`clipwise train`), or retrain") from None
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file means the same thing to the user
+        raise RunError(f"cannot read checkpoint {path} ({type(e).__name__}: {str(e)[:200]}): the file is damaged "
+                       "or not a checkpoint; use another checkpoint of the run or retrain") from None
+    if not isinstance(ckpt, dict):
+        raise RunError(f"{path} is not a clipwise checkpoint (it holds a {type(ckpt).__name__}, not a dict)")
+    return ckpt
 
 
 #: the output activations a task names (:attr:`clipwise.task.Task.activation`), in torch
@@ -163,13 +194,7 @@ class AudioClassifier(nn.Module):
         Raises:
             RunError: the file is missing or not a clipwise checkpoint.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise RunError(f"checkpoint not found: {path}")
-        try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=False)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-            raise RunError(f"cannot read checkpoint {path}: {e}") from None
+        ckpt = load_checkpoint(path, map_location=map_location)
         spec_dict = (ckpt.get("hyper_parameters") or {}).get("spec") or ckpt.get("spec")
         if spec_dict is None:
             raise RunError(f"{path} is not a clipwise checkpoint (no model spec inside)")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from clipwise.run import RunFolder, atomic_write_text
 
@@ -238,3 +242,26 @@ class PreciseBatchNorm(L.Callback):
         device = pl_module.device
         recalibrate_batchnorm(model, (batch[0].to(device) for batch in self.loader()),
                               context=trainer.precision_plugin.forward_context)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file, synced and renamed into place: a crash or a full disk mid-write
+    leaves the checkpoint before readable. The ``last.ckpt`` it replaces is kept as ``last.ckpt.prev``, so a resume
+    falls back to the epoch before when the newest cannot be read (the best checkpoint needs no second copy)."""
+
+    KEEP_PREVIOUS = ("last.ckpt",)
+
+    @staticmethod
+    def previous(path: str | os.PathLike) -> Path:
+        """Where the checkpoint ``path`` replaced is kept."""
+        return Path(f"{os.fspath(path)}.prev")
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        if path.is_file() and path.name in self.KEEP_PREVIOUS:
+            os.replace(path, self.previous(path))
+        os.replace(tmp, path)

@@ -28,6 +28,7 @@ from clipwise.data.prepare import (
     PreparedData,
     clean_train_indices,
     default_run_dir,
+    check_resumable,
     prepare_data,
     steps_per_epoch,
     write_run_files,
@@ -35,9 +36,11 @@ from clipwise.data.prepare import (
 from clipwise.data.splits import rows_in_shared_groups, shared_groups
 from clipwise.evaluate.report import write_report
 from clipwise.infer.predictor import Predictor
+from clipwise.errors import RunError, UnsafeFileError
+from clipwise.models.classifier import load_checkpoint
 from clipwise.run import RunFolder
 from clipwise.summary import RunSummary, data_counts, score_splits, write_summary
-from clipwise.training.callbacks import EpochMetricsCSV, PreciseBatchNorm, TimeBudget, WeightEMA
+from clipwise.training.callbacks import AtomicCheckpointIO, EpochMetricsCSV, PreciseBatchNorm, TimeBudget, WeightEMA
 from clipwise.training.data import AudioDataModule, build_spec, fit_normalisation, prior_logits
 from clipwise.training.module import ClassifierModule
 
@@ -128,13 +131,14 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
 
 
 def _train(run: RunFolder, config: Config, *, resume: bool, callbacks: Sequence[L.Callback] = ()) -> Path:
-    run.root.mkdir(parents=True, exist_ok=True)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
 
     t0 = time.time()
-    config, data = prepare_data(config, run)
+    config, data = prepare_data(config)
+    if resume:
+        check_resumable(run, data)
     spec = build_spec(config, data.labels)
     per_epoch = steps_per_epoch(len(data.targets["train"]), config.data.batch_size)
     weights = None
@@ -153,8 +157,7 @@ def _train(run: RunFolder, config: Config, *, resume: bool, callbacks: Sequence[
     resumed_epoch = None
     max_minutes = config.train.max_minutes
     if resume and run.last_checkpoint.is_file():
-        ckpt_path = str(run.last_checkpoint)
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt_path, saved = _resume_checkpoint(run)
         resumed_epoch = int(saved["epoch"])
         if max_minutes:
             # the hard limit is what is left of the budget (the planned epochs are restored with the module);
@@ -171,6 +174,7 @@ def _train(run: RunFolder, config: Config, *, resume: bool, callbacks: Sequence[
         precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
         gradient_clip_val=config.train.grad_clip,
         callbacks=[*_callbacks(config, run, resumed_epoch=resumed_epoch, datamodule=datamodule), *callbacks],
+        plugins=[AtomicCheckpointIO()],
         logger=False,
         enable_progress_bar=config.train.progress,
         enable_model_summary=False,
@@ -189,7 +193,7 @@ def _train(run: RunFolder, config: Config, *, resume: bool, callbacks: Sequence[
     if trainer.is_global_zero:
         write_run_files(run, config, data, kind="deep")
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit:
         # Lightning turns Ctrl+C into sys.exit(1); hand the interrupt on so the CLI can say how to resume
         if trainer.interrupted:
@@ -266,6 +270,31 @@ def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L
     write_report(run.root)
 
 
+def _resume_checkpoint(run: RunFolder) -> tuple[str, dict]:
+    """The checkpoint to resume from: last.ckpt, or the one before it when last.ckpt cannot be read (a crash or a
+    full disk while it was written).
+
+    Raises:
+        RunError, UnsafeFileError: neither can be read (both named).
+    """
+    last, previous = run.last_checkpoint, AtomicCheckpointIO.previous(run.last_checkpoint)
+    try:
+        return str(last), load_checkpoint(last)
+    except UnsafeFileError:
+        raise
+    except RunError as err:
+        if not previous.is_file():
+            raise RunError(f"{err}; there is no earlier checkpoint to resume from, so train the run again "
+                           "(--overwrite keeps this one aside)") from None
+        warnings.warn(f"{last} cannot be read ({err}); resuming from {previous.name}, the epoch before",
+                      UserWarning, stacklevel=2)
+        try:
+            return str(previous), load_checkpoint(previous)
+        except RunError as err2:
+            raise RunError(f"neither {last.name} nor {previous.name} in {run.checkpoints_dir} can be read "
+                           f"({err2}); train the run again (--overwrite keeps this one aside)") from None
+
+
 def _best_epoch(path: Path) -> int:
     """0-based epoch at whose end the checkpoint was written."""
-    return int(torch.load(path, map_location="cpu", weights_only=False).get("epoch", 0))
+    return int(load_checkpoint(path).get("epoch", 0))
