@@ -34,6 +34,8 @@ def print_run_summary(run_dir: Path) -> None:
             head = "  ".join(f"{key} {m[key]:.4f}" for key in main)
             print(f"  {split:12s} {head}  macro-F1 {m['macro_f1']:.4f}  n={m['n']}")
     print(f"  best epoch {summary.get('best_epoch')} of {summary.get('epochs_run')}; report: {run.report_path}")
+    for warning in (summary.get("data") or {}).get("split_warnings") or []:
+        print(f"note: {warning}", file=sys.stderr)
     if summary.get("diverged"):
         print(f"warning: training diverged: {summary['diverged']}", file=sys.stderr)
 

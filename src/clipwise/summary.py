@@ -91,8 +91,3 @@ def score_splits(run: RunFolder, task: Task, labels: Sequence[str],
             keep = task.labelled(y)
             metrics[split] = task.metrics(y[keep], probs[keep], labels=labels, thresholds=thresholds)
     return metrics
-
-
-def data_counts(targets: Mapping[str, np.ndarray], labels: Sequence[str]) -> dict[str, int]:
-    """``n_train``, ``n_val``, ``n_test`` and ``n_classes``."""
-    return {**{f"n_{s}": int(len(targets[s])) for s in ("train", "val", "test")}, "n_classes": len(labels)}

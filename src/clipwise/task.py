@@ -10,7 +10,7 @@ nothing else decides it. The module needs numpy only (no torch), so the torch-fr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -115,6 +115,13 @@ class Task:
         """The report's sentence about :meth:`baseline`'s scores (``on``: where they were computed)."""
         raise NotImplementedError
 
+    def resampler(self, y: np.ndarray, probs: np.ndarray, *,
+                  thresholds: np.ndarray | float | None = None) -> Callable[[np.ndarray], dict[str, float]]:
+        """A function of clip indices (a bootstrap resample, repeats allowed) to the scores of :attr:`headline`
+        on those clips. Per-clip terms are computed once, so each resample costs sums, not a re-scoring; the
+        scores equal :meth:`metrics`' on the same clips (average-precision ties aside)."""
+        raise NotImplementedError
+
     def pooled(self, y: np.ndarray, probs: np.ndarray, *, labels: Sequence[str]) -> dict[str, Any]:
         """Scores over pooled out-of-fold predictions (each fold tuned its own thresholds, so no F1 for tags)."""
         raise NotImplementedError
@@ -167,6 +174,25 @@ class MultiClass(Task):
     def baseline_sentence(self, baseline, *, on=""):
         return (f"Majority-class baseline (always predict the most frequent training class){on}: accuracy "
                 f"{_fmt(baseline.get('accuracy'))}, balanced accuracy {_fmt(baseline.get('balanced_accuracy'))}.")
+
+    def resampler(self, y, probs, *, thresholds=None):
+        y, probs = np.asarray(y), np.asarray(probs, dtype=np.float64)
+        n, c = probs.shape
+        pred = probs.argmax(axis=1)
+        hit = pred == y
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :min(5, c)]
+        hit5 = (top == y[:, None]).any(axis=1)
+        nll = -np.log(np.clip(probs[np.arange(n), y], LOG_LOSS_EPS, 1.0))
+
+        def scores(idx):
+            cm = np.bincount(y[idx] * c + pred[idx], minlength=c * c).reshape(c, c)
+            tp, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
+            present, scored = support > 0, support + predicted > 0  # scikit-learn's classes for each score
+            return {"accuracy": hit[idx].mean(), "balanced_accuracy": (tp[present] / support[present]).mean(),
+                    "macro_f1": (2 * tp[scored] / (support + predicted)[scored]).mean(),
+                    "top5_accuracy": hit5[idx].mean(), "loss": nll[idx].mean()}
+
+        return scores
 
     def pooled(self, y, probs, *, labels):
         pooled: dict[str, Any] = classification_metrics(y, probs, labels=labels)
@@ -234,6 +260,39 @@ class MultiLabel(Task):
     def baseline_sentence(self, baseline, *, on=""):
         return (f"Prior baseline (rank the labels by their training frequency, whatever the audio){on}: "
                 f"lwlrap {_fmt(baseline.get('lwlrap'))}, mAP {_fmt(baseline.get('mAP'))}.")
+
+    def resampler(self, y, probs, *, thresholds=None):
+        y, s = np.asarray(y) > 0.5, np.asarray(probs, dtype=np.float64)
+        n, c = s.shape
+        # lwlrap is a ratio of per-clip sums: each clip's precision at its labels, over its number of labels
+        weights = y.sum(axis=1).astype(np.float64)
+        precision_sums = np.zeros(n)
+        for i in np.flatnonzero(weights):
+            ranks = (s[i][None, :] >= s[i][y[i]][:, None])  # (labels of clip i, classes): scored at least as high
+            precision_sums[i] = np.sum(ranks[:, y[i]].sum(axis=1) / ranks.sum(axis=1))
+        cut = np.broadcast_to(np.asarray(0.5 if thresholds is None else thresholds, dtype=np.float64), (c,))
+        decided = s >= cut[None, :]
+        tp, fp, fn = decided & y, decided & ~y, ~decided & y
+        p = np.clip(s, LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
+        bce = -np.mean(np.where(y, np.log(p), np.log1p(-p)), axis=1)
+        order = np.argsort(-s, axis=0, kind="stable")  # each class's clips, best scored first
+
+        def scores(idx):
+            count = np.bincount(idx, minlength=n).astype(np.float64)
+            w = count[order]  # (clips in each class's order, classes)
+            pos = w * y[order, np.arange(c)]
+            seen, found = np.cumsum(w, axis=0), np.cumsum(pos, axis=0)
+            total = pos.sum(axis=0)
+            has = total > 0
+            ap = (pos * found / np.maximum(seen, 1e-12)).sum(axis=0)[has] / total[has]
+            t, f_p, f_n = ((count[:, None] * m).sum(axis=0) for m in (tp, fp, fn))
+            denom = 2 * t + f_p + f_n
+            return {"lwlrap": (count * precision_sums).sum() / max((count * weights).sum(), 1e-12),
+                    "mAP": ap.mean() if len(ap) else np.nan,
+                    "macro_f1": (2 * t[denom > 0] / denom[denom > 0]).mean() if (denom > 0).any() else 0.0,
+                    "micro_f1": 2 * t.sum() / max(1.0, denom.sum()), "loss": (count * bce).sum() / count.sum()}
+
+        return scores
 
     def pooled(self, y, probs, *, labels):
         ap = per_class_average_precision(y, probs)

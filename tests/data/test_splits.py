@@ -228,3 +228,36 @@ def test_multilabel_folds_spread_a_rare_tag_that_comes_second():
         folds = make_folds(df, 4, seed=seed)
         rare = folds[[("rare" in c) for c in cells]]
         assert sorted(np.bincount(rare, minlength=5)[1:]) == [2, 2, 2, 2], (seed, rare)
+
+
+def test_held_out_groups_represent_every_class_when_groups_each_hold_one_class():
+    """29 speakers, most heard in one emotion only (as in a real emotional-speech set): a single random draw of
+    test speakers left a class out; the best-balanced of several keeps every class in test and validation."""
+    from clipwise.data.splits import split_warnings
+
+    rng = np.random.default_rng(0)
+    rows = []
+    emotions = ["neutral", "angry", "happy", "sad"]
+    for s in range(29):
+        main = emotions[0] if s < 18 else emotions[1 + s % 3]
+        for i in range(14):
+            label = main if rng.random() < 0.9 else emotions[rng.integers(4)]
+            rows.append({"path": f"s{s}_{i}.wav", "label": label, "group": f"speaker{s}"})
+    df = pd.DataFrame(rows)
+    out = assign_splits(df, val_fraction=0.15, test_fraction=0.15, seed=0)
+    for split in ("val", "test"):
+        assert set(out.loc[out["split"] == split, "label"]) == set(emotions), split
+    assert not set(out.loc[out["split"] == "test", "group"]) & set(out.loc[out["split"] == "train", "group"])
+    warnings = split_warnings(out)
+    assert any("groups hold a single class" in w and "clipwise cv" in w for w in warnings)
+
+
+def test_split_warnings_name_a_missing_class_and_a_skewed_mix():
+    from clipwise.data.splits import split_warnings
+
+    df = pd.DataFrame({"path": [f"{i}.wav" for i in range(40)],
+                       "label": ["a"] * 20 + ["b"] * 20,
+                       "split": ["train"] * 10 + ["test"] * 10 + ["train"] * 20})
+    text = " ".join(split_warnings(df))
+    assert "the test split has no clips of 1 class(es) training has (b)" in text
+    assert "class mix is far from training's" in text and "100% of it is a" in text

@@ -115,3 +115,18 @@ def test_multilabel_runs_rank_by_lwlrap_unless_told_otherwise(tmp_path, cli):
     assert r.rc == 2 and "multi-label" in r.err and "--metric" in r.err
     r = cli("compare", tmp_path / "tagger_a", tmp_path / "classifier", "--metric", "macro_f1")
     assert r.rc == 0, r.err
+
+
+def test_a_diverged_run_ranks_last_and_runs_on_other_test_sets_are_flagged(tmp_path, cli):
+    a, b = _run(tmp_path / "a", 0.7, seed=1), _run(tmp_path / "b", 0.6, seed=1)
+    broken = _run(tmp_path / "broken", 0.9, seed=1)
+    summary = broken.load_summary()
+    broken.save_summary({**summary, "diverged": "non-finite training loss at epoch 3"})
+    r = cli("compare", a.root, b.root, broken.root)
+    assert r.rc == 0, r.err
+    rows = [ln for ln in r.out.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
+    assert [row.split("|")[2].strip() for row in rows] == ["a", "b", "broken"]  # 0.9, but diverged: last
+    assert "diverged" in rows[-1] and "Diverged entries" in r.out and "test set" not in r.out
+    other = _run(tmp_path / "other", 0.8, n=50, seed=2)  # 50 other clips
+    r = cli("compare", a.root, other.root)
+    assert "test set A" in r.out and "test set B" in r.out and "different test sets" in r.out

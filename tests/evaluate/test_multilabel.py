@@ -101,3 +101,24 @@ def test_bad_input_is_named():
         lwlrap(TRUTH, SCORES * np.nan)
     with pytest.raises(ConfigError, match="without any true label"):
         lwlrap(np.zeros_like(TRUTH), SCORES)
+
+
+@pytest.mark.parametrize("task_name", ["multiclass", "multilabel"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_bootstrap_resampler_scores_a_resample_as_the_metrics_do(task_name, seed):
+    """Each resample's scores come from per-clip sums; they equal a full re-scoring of the resampled clips."""
+    from clipwise.task import get_task
+
+    task, rng = get_task(task_name), np.random.default_rng(seed)
+    labels = [f"c{i}" for i in range(6)]
+    if task.multi_label:
+        y = (rng.random((120, 6)) < 0.3).astype(float)
+        y[y.sum(axis=1) == 0, 0] = 1
+        probs, cut = np.clip(0.5 * y + 0.6 * rng.random(y.shape), 0, 1), rng.uniform(0.3, 0.7, 6)
+    else:
+        y, probs, cut = rng.integers(0, 6, 120), rng.dirichlet(np.ones(6), 120), None
+    resample = task.resampler(y, probs, thresholds=cut)
+    for idx in (np.arange(120), rng.integers(0, 120, 120)):
+        full = task.metrics(y[idx], probs[idx], labels=labels, thresholds=cut)
+        for key, value in resample(idx).items():
+            assert value == pytest.approx(full[key], abs=1e-9), key

@@ -24,7 +24,7 @@ SUMMARY_SPLITS = {
     "train_clean": {"accuracy": 0.8, "balanced_accuracy": 0.7954, "macro_f1": 0.7801, "top5_accuracy": 0.99,
                     "log_loss": 0.6789, "n": 30},
 }
-HEALTHY_DATA = {"n_train": 100, "n_val": 20, "n_test": 40, "silent_clips": {"train": 0, "val": 0, "test": 0},
+HEALTHY_DATA = {"n_train": 1000, "n_val": 200, "n_test": 400, "silent_clips": {"train": 0, "val": 0, "test": 0},
                 "skipped_files": 0}
 
 
@@ -111,7 +111,7 @@ def test_summary_numbers_are_in_the_table(healthy):
         assert f"| {name} | " + " | ".join(cells) + f" | {m['n']} |" in report
     assert "accuracy 0.3000, balanced accuracy 0.1667." in report
     assert "Best epoch: 2 (chosen by `val_accuracy`); epochs run: 5; training time: 1.5 min." in report
-    for line in ("- classes: 6", "- clips: train 100, val 20, test 40", "- sample rate: 16000 Hz",
+    for line in ("- classes: 6", "- clips: train 1000, val 200, test 400", "- sample rate: 16000 Hz",
                  "- clip length: 2.0 s", "- silent clips: train 0, val 0, test 0", "- skipped files: 0"):
         assert line in report
 

@@ -55,3 +55,12 @@ def test_predictions_that_the_checkpoint_does_not_give_are_found(trained, tmp_pa
     result = json.loads(r.out)
     [probe] = [c for c in result["checks"] if c["check"] == "val: checkpoint vs predictions_val.csv"]
     assert not probe["ok"] and probe["recomputed"] > 1e-3 and r.rc == 1
+
+
+@pytest.mark.slow
+def test_a_copied_and_renamed_run_still_reproduces(cli, two_epoch_run, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(two_epoch_run, tmp_path / "renamed-copy")
+    r = cli("evaluate", copy, "--recompute")
+    assert r.rc == 0 and "report.md regenerates identically" in r.out and "all numbers reproduce" in r.out, r.out

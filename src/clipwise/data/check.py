@@ -21,6 +21,7 @@ from clipwise.data._fingerprint import FINGERPRINT_RATE_HZ, Fingerprint, bit_err
 from clipwise.data.audio import audio_info, declared_frames, is_silent, load_audio
 from clipwise.data.findings import LISTED, CheckReport, Finding, files_of
 from clipwise.data.manifest import parse_labels, segment_seconds
+from clipwise.data.splits import split_warnings
 from clipwise.errors import AudioError
 
 __all__ = ["CheckReport", "Finding", "check_manifest", "side_column"]
@@ -329,6 +330,7 @@ def check_manifest(df: pd.DataFrame, *, side: str | None = "auto", progress: boo
                                        "max": float(durations.max()), "total": float(durations.sum())}
     summary["beyond_unit_clips"] = int(sum(g["peak"] > 1.0 for g in good))  # float files may hold > 1: legal
     findings.extend(_clip_findings(rows, keys, scans, labels))
+    findings.extend(Finding("split", "warning", text[0].upper() + text[1:] + ".") for text in split_warnings(df))
     if side and "group" in df:
         findings.extend(_group_findings(df, side))
     findings.extend(_duplicate_findings(df, keys, scans, side))

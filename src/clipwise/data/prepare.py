@@ -24,7 +24,7 @@ from clipwise.data.audio import audio_info
 from clipwise.data.dataset import AudioStore
 from clipwise.data.leakage import check_split_leakage
 from clipwise.data.manifest import check_files, label_names, parse_labels, read_manifest
-from clipwise.data.splits import assign_splits
+from clipwise.data.splits import assign_splits, rows_in_shared_groups, shared_groups, split_warnings
 from clipwise.errors import AudioError, ConfigError, ManifestError
 from clipwise.run import RunFolder
 from clipwise.task import Task, resolve_task
@@ -44,6 +44,7 @@ class PreparedData:
     targets: dict[str, np.ndarray]
     skipped: pd.DataFrame
     leakage: dict = field(default_factory=lambda: {"checked": False})
+    auto: dict = field(default_factory=dict)  # what the auto settings were set from (the report explains them)
 
     def part(self, split: str) -> pd.DataFrame:
         """The manifest rows of ``split``, in the order of its store and targets."""
@@ -75,7 +76,8 @@ def auto_clip_seconds(durations: np.ndarray, *, percentile: float = 95, lo: floa
     Longer clips are randomly cropped in training and scored by windows in evaluation, so nothing is lost;
     a much longer input would mostly show the model padding.
     """
-    value = float(np.percentile(durations, percentile))
+    # "lower": a value some clip has, so a few outliers (one 10-minute recording among short clips) cannot lift it
+    value = float(np.percentile(durations, percentile, method="lower"))
     return float(min(hi, max(lo, math.ceil(value * 10 - 1e-6) / 10)))
 
 
@@ -138,6 +140,10 @@ def prepare_data(config: Config) -> tuple[Config, PreparedData]:
     df = assign_splits(df, test_fold=data.test_fold, val_fraction=data.val_fraction,
                        test_fraction=data.test_fraction, seed=train.seed, val_groups=data.val_groups)
     labels = _check_labels(df)
+    if len(labels) < 2:
+        raise ManifestError(f"the training split of {data.manifest} holds a single class ({labels[0] if labels else 'none'}"
+                            "): a classifier needs at least two to tell apart. Add clips of other classes, or check "
+                            "the label column")
     task = resolve_task(data.task, list(df.loc[df["split"] == "train", "label"]))
     data.task = task.name
     train.monitor = task.check_monitor(train.monitor)
@@ -161,8 +167,12 @@ def prepare_data(config: Config) -> tuple[Config, PreparedData]:
         df = df.drop(index=dropped.index)
         labels = _check_labels(df)
     targets = {split: task.encode(list(df.loc[df["split"] == split, "label"]), labels) for split in SPLITS}
+    auto = {}
     if data.clip_seconds == "auto":
-        data.clip_seconds = auto_clip_seconds(stores["train"].durations())
+        durations = stores["train"].durations()
+        data.clip_seconds = auto_clip_seconds(durations)
+        auto["clip_seconds"] = {"value": data.clip_seconds, "longer": int((durations > data.clip_seconds + 1e-6).sum()),
+                                "max": float(durations.max())}
     if resolved.optim.phases:
         planned = sum(ph.epochs for ph in resolved.optim.phases)
         if train.epochs not in ("auto", planned):
@@ -171,7 +181,7 @@ def prepare_data(config: Config) -> tuple[Config, PreparedData]:
         train.epochs = planned
     elif train.epochs == "auto":
         train.epochs = auto_epochs(len(targets["train"]), data.batch_size)
-    return resolved, PreparedData(df, labels, task, stores, targets, bad, leakage)
+    return resolved, PreparedData(df, labels, task, stores, targets, bad, leakage, auto)
 
 
 def check_resumable(run: RunFolder, data: PreparedData) -> None:
@@ -201,6 +211,31 @@ def check_resumable(run: RunFolder, data: PreparedData) -> None:
         raise ConfigError(f"cannot resume {run.root}: the data changed since the run started ({'; '.join(problems)}); "
                           f"nothing was written. Restore the manifest it was trained on ({run.splits_path} lists "
                           "every clip), or train a new run with --out NEW_FOLDER")
+
+
+def data_facts(config: Config, data: PreparedData) -> dict:
+    """summary.json's ``data`` section of a run trained on ``data``: counts per split and class, the settings the
+    data decided, silent and skipped clips, groups shared across splits and the test split's groups."""
+    frame, split = data.frame, data.frame["split"]
+    per_class: dict[str, dict[str, int]] = {lab: {} for lab in data.labels}
+    for cell, s in zip(frame["label"], split):
+        for lab in parse_labels(cell):
+            per_class[lab][s] = per_class[lab].get(s, 0) + 1
+    facts = {
+        **{f"n_{s}": int(len(data.targets[s])) for s in SPLITS}, "n_classes": len(data.labels),
+        "sample_rate": int(config.data.sample_rate), "clip_seconds": float(config.data.clip_seconds),
+        "class_counts": per_class,
+        "silent_clips": {s: int(sum(data.stores[s].silent)) for s in SPLITS},
+        "skipped_files": int(len(data.skipped)),
+        "groups_shared": {**{f"train_{s}": len(shared_groups(frame, split, "train", s)) for s in ("val", "test")},
+                          "test_rows": rows_in_shared_groups(frame, split)},
+    }
+    if "group" in frame:
+        facts["test_groups"] = int(frame.loc[split == "test", "group"].nunique())
+    if "clip_seconds" in data.auto:
+        facts["clip_seconds_auto"] = data.auto["clip_seconds"]
+    facts["split_warnings"] = split_warnings(frame)
+    return facts
 
 
 def write_run_files(run: RunFolder, config: Config, data: PreparedData, *, kind: str) -> None:

@@ -41,6 +41,57 @@ def _strata(df: pd.DataFrame) -> np.ndarray:
     return np.array([min(c, key=lambda lab: counts[lab]) for c in cells], dtype=object)
 
 
+#: shuffles of StratifiedGroupKFold tried when holding out groups (every fold of each is a candidate)
+SPLIT_TRIES = 8
+#: split warnings: a class mix this far (total variation) from training's, groups that hold one class this often
+MIX_DISTANCE = 0.25
+CONFOUNDED_SHARE = 0.8
+
+
+def _imbalance(y: np.ndarray, chosen: np.ndarray, fraction: float) -> tuple[int, float]:
+    """How badly held-out rows ``chosen`` represent the classes: classes missing from them first, then the total
+    variation distance of their class mix from the whole's plus how far their size is from ``fraction``."""
+    classes, whole = np.unique(y, return_counts=True)
+    held = pd.Series(y[chosen]).value_counts().reindex(classes, fill_value=0).to_numpy()
+    missing = int(((held == 0) & (whole >= 2)).sum())
+    distance = 0.5 * np.abs(held / held.sum() - whole / whole.sum()).sum()
+    return missing, float(distance + abs(len(chosen) / len(y) - fraction))
+
+
+def split_warnings(df: pd.DataFrame) -> list[str]:
+    """What makes a split's scores hard to read: a held-out split without a class training has, a class mix far
+    from training's, or groups that each hold one class (group and class confounded)."""
+    if "split" not in df or "label" not in df:
+        return []
+    strata = pd.Series(_strata(df), index=df.index)
+    train = strata[df["split"] == "train"].value_counts(normalize=True)
+    out = []
+    for split in ("val", "test"):
+        part = strata[df["split"] == split]
+        if part.empty or train.empty:
+            continue
+        missing = sorted(set(train.index) - set(part))
+        if missing:
+            out.append(f"the {split} split has no clips of {len(missing)} class(es) training has "
+                       f"({', '.join(map(str, missing[:5]))}): its scores say nothing about them")
+        mix = part.value_counts(normalize=True).reindex(train.index.union(part.unique()), fill_value=0)
+        distance = 0.5 * float(np.abs(mix - train.reindex(mix.index, fill_value=0)).sum())
+        if distance > MIX_DISTANCE:
+            top = mix.idxmax()
+            out.append(f"the {split} split's class mix is far from training's (total variation {distance:.2f}; "
+                       f"{mix[top]:.0%} of it is {top}): its accuracy mostly measures a few classes")
+    if "group" in df:
+        # the share of each group's clips in its most common class
+        main = strata.groupby(df["group"].astype(str)).agg(lambda s: s.value_counts(normalize=True).iloc[0])
+        mostly_one = int((main >= CONFOUNDED_SHARE).sum())
+        if len(main) >= 5 and mostly_one >= CONFOUNDED_SHARE * len(main):
+            out.append(f"{mostly_one} of {len(main)} groups hold a single class (or nearly, {CONFOUNDED_SHARE:.0%} "
+                       "of their clips or more): group and class are confounded, so a held-out group may be missing "
+                       "classes by chance; compare settings by a cross-validation over groups (`clipwise cv`) "
+                       "rather than one split")
+    return out
+
+
 def _n_held(n: int, fraction: float) -> int:
     """How many of ``n`` items to hold out: about ``fraction``, but never none and never all."""
     return max(1, min(n - 1, int(round(fraction * n))))
@@ -66,13 +117,18 @@ def _hold_out(df: pd.DataFrame, fraction: float, seed: int, what: str, *, by_gro
                 "be split; give the rows distinct groups or add a 'split' column"
             )
         n_splits = min(n_groups, max(2, int(round(1.0 / fraction))))
-        try:
-            with warnings.catch_warnings():  # sklearn warns about classes smaller than n_splits; that is fine
-                warnings.simplefilter("ignore", UserWarning)
-                folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-                _, chosen = next(folds.split(index, y, groups))
-        except ValueError:
-            chosen = np.array([], dtype=int)
+        # every fold of several shuffles is a candidate; the one whose classes best match the whole is held out
+        # (a single draw can leave a class out, or hold out mostly one class, when groups hold one class each)
+        candidates = []
+        with warnings.catch_warnings():  # sklearn warns about classes smaller than n_splits; that is fine
+            warnings.simplefilter("ignore", UserWarning)
+            for attempt in range(SPLIT_TRIES):
+                try:
+                    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed + attempt)
+                    candidates += [c for _, c in folds.split(index, y, groups) if 0 < len(c) < n]
+                except ValueError:
+                    break
+        chosen = min(candidates, key=lambda c: _imbalance(y, c, fraction)) if candidates else np.array([], int)
         if len(chosen) == 0 or len(chosen) == n:
             splitter = GroupShuffleSplit(n_splits=1, test_size=_n_held(n_groups, fraction), random_state=seed)
             _, chosen = next(splitter.split(index, y, groups))

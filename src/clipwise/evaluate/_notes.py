@@ -19,6 +19,9 @@ from clipwise.task import Task
 
 #: A validation score must beat the clean-training score by more than this to be noted (noise guard).
 VAL_ABOVE_TRAIN_MARGIN = 0.01
+#: a test split below this many clips, or from fewer groups than this, gets a note that its score is uncertain
+SMALL_TEST_CLIPS = 100
+FEW_TEST_GROUPS = 5
 SPLIT_NAMES = {"test": "test", "val": "validation", "train_clean": "train (clean)", "train": "train"}
 
 
@@ -105,12 +108,46 @@ def automatic_notes(facts: RunFacts) -> list[str]:
     if dups:
         notes.append("Training and validation share audio (" + "; ".join(f["message"] for f in dups) + "): "
                      "validation scores, and the checkpoint they chose, are optimistic.")
+    notes += _class_and_length_notes(facts, data)
     skipped = data.get("skipped_files")
     if isinstance(skipped, int) and skipped > 0:
         files = "1 file" if skipped == 1 else f"{skipped} files"
         notes.append(f"{files} could not be read and {'was' if skipped == 1 else 'were'} skipped (listed in "
                      "skipped_files.csv).")
     return [note for note in notes if note]
+
+
+def _class_and_length_notes(facts: RunFacts, data: dict[str, Any]) -> list[str]:
+    """Classes too rare to learn or evaluate, an automatic clip length set by a few long clips, a small test set."""
+    notes = []
+    per_class = data.get("class_counts")
+    if isinstance(per_class, dict):
+        single = sorted(lab for lab, c in per_class.items() if isinstance(c, dict) and c.get("train", 0) == 1)
+        if single:
+            notes.append(f"{len(single)} class(es) have a single training clip ({', '.join(single[:10])}): too "
+                         "few to learn from; their scores are noise.")
+        unseen = sorted(lab for lab, c in per_class.items() if isinstance(c, dict)
+                        and c.get("train", 0) and not c.get("val", 0) and not c.get("test", 0))
+        if unseen:
+            notes.append(f"{len(unseen)} class(es) occur only in training ({', '.join(unseen[:10])}): nothing "
+                         "here measures how well they are recognised.")
+    for warning in data.get("split_warnings") or []:
+        notes.append(warning[0].upper() + warning[1:] + ".")
+    auto = data.get("clip_seconds_auto")
+    if isinstance(auto, dict) and auto.get("longer", 0):
+        notes.append(f"The automatic clip length is {fmt(auto.get('value'))} s, which holds 95 % of the training "
+                     f"clips whole; {auto['longer']} clip(s) are longer (up to {fmt(auto.get('max'))} s) and are "
+                     "cropped at random in training and scored by windows. Set data.clip_seconds to choose "
+                     "otherwise.")
+    n_test = data.get("n_test")
+    if isinstance(n_test, int) and 0 < n_test < SMALL_TEST_CLIPS:
+        notes.append(f"The test split holds only {n_test} clips: its scores are uncertain (see the intervals), "
+                     "so compare runs by a cross-validation (`clipwise cv`) rather than by this split.")
+    groups = data.get("test_groups")
+    if isinstance(groups, int) and 0 < groups < FEW_TEST_GROUPS:
+        notes.append(f"The test clips come from {groups} group(s) only (speakers, recordings): the score says "
+                     "how the model does on those, not on sources in general; `clipwise cv` over groups says more.")
+    return notes
 
 
 def _val_above_train(facts: RunFacts) -> str | None:
@@ -164,8 +201,16 @@ def _best_at_edge(facts: RunFacts) -> str | None:
     if first == last:
         return f"Only one epoch ({facts.best}) was run, so the curves say nothing about convergence."
     if facts.best == first:
-        return (f"The best epoch is the first one ({facts.best}): the model may not have learned — check "
-                "the learning rate.")
+        text = f"The best epoch is the first one ({facts.best}): "
+        val = _at_best(facts, facts.monitor) if facts.monitor else None
+        majority = (facts.baseline or {}).get("accuracy")
+        if facts.monitor == "val_accuracy" and finite(val) and finite(majority) and val <= majority + 0.01:
+            return text + (f"validation accuracy ({fmt(val)}) was already at the majority-class rate "
+                           f"({fmt(majority)}), so no later epoch could beat it on accuracy: with classes this "
+                           "imbalanced, choose the checkpoint by train.monitor=val_balanced_accuracy (or "
+                           "val_macro_f1) and weight the classes (train.class_weights=balanced or "
+                           "data.sampler=balanced).")
+        return text + "the model may not have learned — check the learning rate."
     if facts.best == last:
         return f"The best epoch is the last one ({facts.best}): still improving — more epochs may help."
     return None

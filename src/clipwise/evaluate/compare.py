@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from clipwise.errors import RunError
-from clipwise.evaluate.metrics import proportion_interval
+from clipwise.evaluate.metrics import bootstrap_intervals, proportion_interval
 from clipwise.evaluate.figures import save_figure
 from clipwise.run import RunFolder, atomic_write_text
 from clipwise.task import Task, get_task
@@ -45,6 +45,8 @@ class Entry:
     train_minutes: float | None = None
     source: str = ""
     shared: str = ""  # what its training and test data share (groups, audio), "" when nothing or unknown
+    test_set: str = ""  # a fingerprint of the clips a run was scored on ("" when unknown)
+    flag: str = ""  # why the entry's value should not be read as it stands (diverged, another test set)
 
 
 def lower_is_better(metric: str) -> bool:
@@ -53,21 +55,16 @@ def lower_is_better(metric: str) -> bool:
 
 def _bootstrap(y: np.ndarray, probs: np.ndarray, metric: str, *, task: Task, labels: list[str],
                seed: int = 0) -> tuple[float, float] | None:
-    """A 95 % percentile-bootstrap interval of ``metric`` over the clips (scipy.stats.bootstrap, resampling clips
-    with their predictions); None when the metric is undefined on too many resamples (e.g. a tag never present)."""
-    from scipy import stats
-
-    def score(idx: np.ndarray) -> float:
-        try:
-            value = task.metrics(y[idx], probs[idx], labels=labels).get(metric)
-        except ValueError:  # a resample without what the metric needs (ConfigError is a ValueError)
-            return float("nan")
-        return float(value) if value is not None else float("nan")
-
-    res = stats.bootstrap((np.arange(len(y)),), score, vectorized=False, n_resamples=BOOTSTRAP_SAMPLES,
-                          confidence_level=0.95, method="percentile", random_state=np.random.default_rng(seed))
-    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return (low, high) if np.isfinite(low) and np.isfinite(high) else None
+    """A 95 % percentile-bootstrap interval of ``metric`` over the clips; None when the metric is undefined on
+    resamples (e.g. a tag never present)."""
+    fast = task.resampler(y, probs)
+    if metric in fast(np.arange(min(len(y), 1))):
+        score = fast
+    else:  # a score the resampler does not sum (weighted_f1, ...): re-score each resample
+        def score(idx):
+            return task.metrics(y[idx], probs[idx], labels=labels)
+    found = bootstrap_intervals(len(y), score, [metric], resamples=BOOTSTRAP_SAMPLES, seed=seed)
+    return found.get(metric)
 
 
 def _from_run(path: Path, metric: str, split: str) -> Entry:
@@ -80,7 +77,9 @@ def _from_run(path: Path, metric: str, split: str) -> Entry:
     entry = Entry(path.name, "run", float(scores[metric]), n=scores.get("n"),
                   model=(summary.get("model") or {}).get("name"), params=(summary.get("model") or {}).get("params"),
                   train_minutes=round((summary.get("timing") or {}).get("train_seconds", float("nan")) / 60, 2),
-                  source=str(path), shared=_shared(summary))
+                  source=str(path), shared=_shared(summary), test_set=_test_set(run, split))
+    if summary.get("diverged") or not np.isfinite(entry.value):
+        entry.flag = "diverged"
     if metric == "accuracy" and isinstance(entry.n, int) and entry.n > 0:
         entry.ci_low, entry.ci_high = proportion_interval(round(entry.value * entry.n), entry.n)
     elif run.predictions_path(split).is_file():
@@ -91,6 +90,17 @@ def _from_run(path: Path, metric: str, split: str) -> Entry:
             if ci is not None:
                 entry.ci_low, entry.ci_high = ci
     return entry
+
+
+def _test_set(run: RunFolder, split: str) -> str:
+    """A short fingerprint of the clips (and their labels) a run's ``split`` was scored on."""
+    import hashlib
+
+    if not run.predictions_path(split).is_file():
+        return ""
+    frame = pd.read_csv(run.predictions_path(split), usecols=["path", "label"], dtype=str, keep_default_na=False)
+    rows = sorted(zip(frame["path"].map(lambda p: Path(p).name), frame["label"]))
+    return hashlib.sha1(repr(rows).encode()).hexdigest()[:8]
 
 
 def _shared(summary: dict) -> str:
@@ -191,7 +201,16 @@ def collect(paths: Sequence[str | os.PathLike], *, metric: str = "accuracy", spl
     for e in entries:  # two folders of one name (fold1 of two CVs): name them by their parent too
         if names.count(e.name) > 1 and e.kind != "lightning":
             e.name = f"{Path(e.source).parent.name}/{e.name}"
-    entries.sort(key=lambda e: e.value, reverse=not lower_is_better(metric))
+    sign = 1.0 if lower_is_better(metric) else -1.0
+    # a diverged or non-finite entry ranks last whatever its number says
+    entries.sort(key=lambda e: (bool(e.flag) or not np.isfinite(e.value), sign * e.value if np.isfinite(e.value)
+                                else 0.0))
+    sets = sorted({e.test_set for e in entries if e.test_set})
+    if len(sets) > 1:  # runs scored on different clips: their numbers do not rank against each other
+        letters = {s: chr(ord("A") + i) for i, s in enumerate(sets)}
+        for e in entries:
+            if e.test_set:
+                e.flag = ", ".join(x for x in (e.flag, f"test set {letters[e.test_set]}") if x)
     return entries
 
 
@@ -200,13 +219,20 @@ def _fmt(v: float | None, digits: int = 4) -> str:
 
 
 def leaderboard_markdown(entries: list[Entry], *, metric: str, split: str) -> str:
-    lines = [f"| rank | name | kind | {metric} | ± std | 95 % interval | n | model | params | train min |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| rank | name | kind | {metric} | ± std | 95 % interval | n | model | params | train min | flag |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, e in enumerate(entries, 1):
         ci = f"[{_fmt(e.ci_low)}, {_fmt(e.ci_high)}]" if e.ci_low is not None else ""
-        lines.append(f"| {i} | {e.name} | {e.kind} | {_fmt(e.value)} | {_fmt(e.std)} | {ci} | {e.n or ''} | "
-                     f"{e.model or ''} | {f'{e.params:,}' if e.params else ''} | {_fmt(e.train_minutes, 1)} |")
+        value = _fmt(e.value) or "nan"
+        lines.append(f"| {i} | {e.name} | {e.kind} | {value} | {_fmt(e.std)} | {ci} | {e.n or ''} | "
+                     f"{e.model or ''} | {f'{e.params:,}' if e.params else ''} | {_fmt(e.train_minutes, 1)} | "
+                     f"{e.flag} |")
     notes: list[str] = []
+    if any("diverged" in e.flag for e in entries):
+        notes += ["", "Diverged entries (training became non-finite) rank last: their scores are not a result."]
+    if any("test set" in e.flag for e in entries):
+        notes += ["", "The runs were scored on different test sets (the flag column's letters): a ranking across "
+                  "letters compares data as much as models; compare runs scored on the same clips."]
     shared = [e for e in entries if e.shared]
     clean = [e for e in entries if not e.shared and e.kind != "lightning"]
     if shared:

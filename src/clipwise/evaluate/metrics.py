@@ -7,7 +7,7 @@ Conventions: ``y_true`` holds class indices (N,), ``probs`` holds class probabil
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -268,3 +268,30 @@ def calibration(y_true: np.ndarray, probs: np.ndarray, *, n_bins: int = 15) -> d
         bins.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": count, "confidence": c,
                      "accuracy": a})
     return {"ece": float(ece), "n_bins": n_bins, "bins": bins}
+
+
+def bootstrap_intervals(n: int, score: Callable[[np.ndarray], dict[str, float]], keys: Sequence[str], *,
+                        resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Percentile-bootstrap intervals (scipy.stats.bootstrap) of several scores of ``n`` clips at once.
+
+    Args:
+        n: the number of clips.
+        score: maps the indices of a resample to its scores (all of ``keys``; a missing or failing one is NaN).
+        keys: the scores to give intervals for.
+
+    Returns:
+        key -> (low, high), for the keys whose interval is finite.
+    """
+    from scipy import stats
+
+    def statistic(idx: np.ndarray) -> np.ndarray:
+        try:
+            values = score(idx)
+        except ValueError:  # a resample without what a score needs (ConfigError is a ValueError)
+            return np.full(len(keys), np.nan)
+        return np.array([float(values[k]) if values.get(k) is not None else np.nan for k in keys])
+
+    res = stats.bootstrap((np.arange(n),), statistic, vectorized=False, n_resamples=resamples,
+                          confidence_level=confidence, method="percentile", random_state=np.random.default_rng(seed))
+    low, high = np.atleast_1d(res.confidence_interval.low), np.atleast_1d(res.confidence_interval.high)
+    return {k: (float(lo), float(hi)) for k, lo, hi in zip(keys, low, high) if np.isfinite(lo) and np.isfinite(hi)}

@@ -25,7 +25,14 @@ from clipwise.evaluate._notes import (
 )
 from clipwise.evaluate.figures import plot_confusion, plot_curves, plot_reliability
 from clipwise.evaluate.html import write_html
-from clipwise.evaluate.metrics import calibration, confusion, per_class_report, top_confusions
+from clipwise.evaluate.metrics import (
+    bootstrap_intervals,
+    calibration,
+    confusion,
+    per_class_report,
+    proportion_interval,
+    top_confusions,
+)
 from clipwise.evaluate.multilabel import per_class_average_precision
 from clipwise.run import PROB_PREFIX, RunFolder, atomic_write_text
 
@@ -191,6 +198,12 @@ def _results_table(facts: RunFacts) -> list[str]:
         # the loss column: summary.json's "loss", or "log_loss" as evaluate.metrics names it
         cells = [fmt(values.get(key, values.get("log_loss") if key == "loss" else None)) for key, _ in table]
         out.append(f"| {SPLIT_NAMES.get(split, split)} | " + " | ".join(cells) + " |")
+        if split == facts.split and facts.y_true is not None and len(facts.y_true):
+            ci = _intervals(facts)
+            out.append(f"| {SPLIT_NAMES.get(split, split)}: 95 % interval | "
+                       + " | ".join(f"[{ci[k][0]:.4f}, {ci[k][1]:.4f}]" if k in ci else "" for k, _ in table) + " |")
+            note += ["", f"The interval row: Wilson for accuracy, a percentile bootstrap over the "
+                     f"{len(facts.y_true)} {SPLIT_NAMES.get(split, split)} clips (1000 resamples) for the others."]
     n_classes = len(facts.labels or facts.pred_labels)
     if facts.task.report_note:
         note += ["", facts.task.report_note]
@@ -199,6 +212,18 @@ def _results_table(facts: RunFacts) -> list[str]:
     note += ["", "Macro-F1 averages the F1 of the classes a split holds or the model predicts; a class with "
              "neither does not count (scikit-learn's rule)."]
     return out + note
+
+
+def _intervals(facts: RunFacts) -> dict[str, tuple[float, float]]:
+    """95 % intervals of the evaluated split's scores, recomputed from its saved predictions."""
+    y, probs, labels = facts.y_true, facts.probs, facts.pred_labels
+    cut = facts.run.threshold_array(labels) if facts.run.thresholds_path.is_file() else None
+    keys = [k for k, _ in facts.task.report_columns if k != "accuracy"]
+    ci = bootstrap_intervals(len(y), facts.task.resampler(y, probs, thresholds=cut), keys)
+    if any(k == "accuracy" for k, _ in facts.task.report_columns):
+        hits = int(round(facts.task.score(y, probs) * len(y)))
+        ci["accuracy"] = proportion_interval(hits, len(y))
+    return ci
 
 
 def _multilabel_sections(facts: RunFacts) -> list[str]:

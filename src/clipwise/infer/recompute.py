@@ -105,12 +105,14 @@ def recompute_run(run_dir: str | Path, *, tolerance: float = 1e-4, checkpoint: b
                                    _metrics(run, y, fresh), tolerance)
     report_diff: list[str] = []
     if run.report_path.is_file():
+        old = run.report_path.read_text().splitlines()
+        # the report is titled by the folder's name when written: a copied or renamed run regenerates under that
+        title = old[0].removeprefix("# Run report: ").strip() if old and old[0].startswith("# Run report: ") else ""
         with tempfile.TemporaryDirectory() as tmp:
-            copy = Path(tmp) / run.root.name
+            copy = Path(tmp) / (title if title and "/" not in title and title not in (".", "..") else run.root.name)
             shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns("checkpoints", "figures", "evaluations"))
             (copy / "checkpoints").symlink_to(run.checkpoints_dir.resolve(), target_is_directory=True)
             new = write_report(copy).read_text().splitlines()
-        old = run.report_path.read_text().splitlines()
         diff = list(difflib.unified_diff(old, new, "report.md", "regenerated", lineterm="", n=0))[2:]
         report_diff = [ln for ln in diff if not ln.startswith("@@")]
     result = {"ok": all(c["ok"] for c in checks) and not report_diff, "tolerance": tolerance, "checks": checks,

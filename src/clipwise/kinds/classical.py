@@ -26,13 +26,13 @@ from clipwise.config import SUMMARY_FEATURES, Config
 from clipwise.data.dataset import AudioStore
 from clipwise.data.leakage import leakage_summary
 from clipwise.data.manifest import segment_seconds
-from clipwise.data.prepare import clean_train_indices, default_run_dir, prepare_data, write_run_files
+from clipwise.data.prepare import clean_train_indices, data_facts, default_run_dir, prepare_data, write_run_files
 from clipwise.errors import ConfigError, RunError, UnsafeFileError
 from clipwise.evaluate.report import write_report
 from clipwise.infer.scoring import Scoring
 from clipwise.kinds.base import RunKind, register_kind
 from clipwise.run import RunFolder
-from clipwise.summary import RunSummary, data_counts, score_splits, write_summary
+from clipwise.summary import RunSummary, score_splits, write_summary
 
 FEATURES = SUMMARY_FEATURES
 
@@ -213,9 +213,7 @@ def train_classical(config: Config, *, out: str | Path | None = None) -> Path:
         kind=ClassicalKind.name,
         scores=scores,
         baseline=data.task.baseline(data.targets["train"], y_eval),
-        data={**data_counts(data.targets, data.labels), "sample_rate": int(config.data.sample_rate),
-              "silent_clips": {s: int(sum(data.stores[s].silent)) for s in ("train", "val", "test")},
-              "skipped_files": int(len(data.skipped)), "n_features": int(feats["train"].shape[1])},
+        data={**data_facts(config, data), "n_features": int(feats["train"].shape[1])},
         model={"name": config.model.name, "estimator": type(pipe[-1]).__name__,
                "size_bytes": run.estimator_path.stat().st_size},
         leakage=leakage_summary(data.leakage),

@@ -29,17 +29,17 @@ from clipwise.data.prepare import (
     clean_train_indices,
     default_run_dir,
     check_resumable,
+    data_facts,
     prepare_data,
     steps_per_epoch,
     write_run_files,
 )
-from clipwise.data.splits import rows_in_shared_groups, shared_groups
 from clipwise.evaluate.report import write_report
 from clipwise.infer.predictor import Predictor
 from clipwise.errors import RunError, UnsafeFileError
 from clipwise.models.classifier import load_checkpoint
 from clipwise.run import RunFolder
-from clipwise.summary import RunSummary, data_counts, score_splits, write_summary
+from clipwise.summary import RunSummary, score_splits, write_summary
 from clipwise.training.callbacks import AtomicCheckpointIO, EpochMetricsCSV, PreciseBatchNorm, TimeBudget, WeightEMA
 from clipwise.training.data import AudioDataModule, build_spec, fit_normalisation, prior_logits
 from clipwise.training.module import ClassifierModule
@@ -233,16 +233,7 @@ def finish_run(run: RunFolder, config: Config, data: PreparedData, *, trainer: L
         scores=scores,
         baseline=data.task.baseline(data.targets["train"],
                                     data.targets["test"] if len(data.targets["test"]) else data.targets["val"]),
-        data={
-            **data_counts(data.targets, data.labels),
-            "sample_rate": int(config.data.sample_rate),
-            "clip_seconds": float(config.data.clip_seconds),
-            "silent_clips": {s: int(sum(data.stores[s].silent)) for s in ("train", "val", "test")},
-            "skipped_files": int(len(data.skipped)),
-            "groups_shared": {**{f"train_{s}": len(shared_groups(data.frame, data.frame["split"], "train", s))
-                                 for s in ("val", "test")},
-                              "test_rows": rows_in_shared_groups(data.frame, data.frame["split"])},
-        },
+        data=data_facts(config, data),
         model={"name": config.model.name, "params": predictor.model.num_parameters()},
         leakage=leakage_summary(data.leakage),
         timing={
