@@ -116,3 +116,16 @@ def test_predict_scores_the_good_files_and_lists_the_bad_one(two_epoch_run, tmp_
     assert r.rc == 0 and len(pd.read_csv(__import__("io").StringIO(r.out))) == 2
     r = cli("predict", two_epoch_run, *good, "--top-k", "0")
     assert r.rc == 2 and "--top-k must be at least 1" in r.err
+
+
+@pytest.mark.slow
+def test_a_one_sample_clip_trains_padded_and_the_report_counts_it(synth_manifest, tmp_path, cli, tiny):
+    one = tmp_path / "one.wav"
+    sf.write(one, np.array([0.1], np.float32), SR)
+    manifest = _manifest_with(read_manifest(synth_manifest), [one], tmp_path / "m.csv")
+    r = cli("train", "--data", manifest, "--epochs", "1", "--out", tmp_path / "run", "data.leakage_check=false",
+            *tiny)
+    assert r.rc == 0, r.err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["data"]["short_clips"] == {"train": 1, "val": 0, "test": 0}
+    assert "shorter than one 25 ms analysis window (train 1, val 0, test 0)" in (tmp_path / "run" / "report.md").read_text()

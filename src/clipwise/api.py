@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from clipwise.config import Config, load_config, parse_override
-from clipwise.errors import ConfigError, RunError
+from clipwise.errors import AudioError, ConfigError, RunError
 from clipwise.infer.evaluate import evaluate_run
-from clipwise.infer.predictor import find_audio
+from clipwise.infer.predictor import find_audio, split_decodable
 from clipwise.infer.scoring import Scoring
 from clipwise.kinds import kind_for_model, load_run, train_run
 from clipwise.run import RunFolder
@@ -102,6 +102,21 @@ class Model:
         top = self.scorer.top_k(probs, k=top_k)
         decided = self.task.decide(probs, self.labels, self.thresholds())
         return [{"path": str(f), "labels": d, "top": t} for f, d, t in zip(files, decided, top)]
+
+    def score_files(self, files: Sequence[PathLike]) -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:
+        """Probabilities for every file that decodes; the others are returned with the reason instead of failing
+        the batch.
+
+        Returns:
+            ``(scored files, probabilities (scored, classes), [(file, reason), ...])``.
+        """
+        files = [Path(f) for f in files]
+        try:
+            return files, self.scorer.predict_files(files), []
+        except AudioError:  # score every file that decodes; name the others
+            good, bad = split_decodable(files)
+            probs = self.scorer.predict_files(good) if good else np.zeros((0, len(self.labels)))
+            return good, probs, bad
 
     def thresholds(self) -> np.ndarray | None:
         """The decision thresholds the run tuned on validation (multi-label), or None."""

@@ -141,23 +141,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from clipwise._console import print_predictions
     from clipwise.api import load
-    from clipwise.errors import AudioError
-    from clipwise.infer.predictor import find_audio, split_decodable
+    from clipwise.infer.predictor import find_audio
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
-    files = find_audio(args.paths)
+    files = find_audio(args.paths)  # a missing file is named before any model is loaded
     model = load(args.run, checkpoint=args.checkpoint)
-    bad: list[tuple[Path, str]] = []
-    try:
-        probs = model.scorer.predict_files(files)
-    except AudioError:  # score every file that decodes; list the others at the end
-        files, bad = split_decodable(files)
-        probs = model.scorer.predict_files(files) if files else np.zeros((0, len(model.labels)))
+    files, probs, bad = model.score_files(files)
     top = model.scorer.top_k(probs, k=args.top_k)
     tags = model.task.decide(probs, model.labels, model.thresholds()) if model.task.multi_label else None
     print_predictions(files, top, fmt=args.format, tags=tags)

@@ -259,20 +259,21 @@ def _clip_findings(rows: list[dict], keys: list[tuple], scans: dict, labels: Cou
     """Files shorter than their header says, clips too short to analyse, classes of a single clip."""
     out = []
     seen = {k: scans[k] for k in dict.fromkeys(keys) if "error" not in scans[k]}
-    cut = [(k[0], s) for k, s in seen.items() if s["frames"] < s["declared_frames"] - 1]
-    if cut:
-        out.append(Finding(
-            "truncated", "warning",
-            f"{len(cut)} file(s) decode to fewer frames than their header declares (e.g. {cut[0][0]}: "
-            f"{cut[0][1]['frames']} of {cut[0][1]['declared_frames']}): truncated or damaged, so part of the audio "
-            "is missing. Re-export or re-download them.", files=files_of(p for p, _ in cut)))
-    short = [(k[0], s) for k, s in seen.items() if s["duration"] < SHORT_CLIP_SECONDS]
-    if short:
-        out.append(Finding(
-            "too_short", "warning",
-            f"{len(short)} clip(s) are shorter than one {SHORT_CLIP_SECONDS * 1000:.0f} ms analysis window (e.g. "
-            f"{short[0][0]}: {short[0][1]['frames']} sample(s)): training pads them with silence, so they carry "
-            "almost nothing to learn from. Check how they were cut.", files=files_of(p for p, _ in short)))
+    window_ms = f"{SHORT_CLIP_SECONDS * 1000:.0f} ms"
+    tests = (  # kind, which clips, what the first one shows, what it means
+        ("truncated", lambda s: s["frames"] < s["declared_frames"] - 1,
+         lambda s: f"{s['frames']} of {s['declared_frames']}",
+         "decode to fewer frames than their header declares: truncated or damaged, so part of the audio is "
+         "missing. Re-export or re-download them"),
+        ("too_short", lambda s: s["duration"] < SHORT_CLIP_SECONDS, lambda s: f"{s['frames']} sample(s)",
+         f"are shorter than one {window_ms} analysis window: training pads them with silence, so they carry almost "
+         "nothing to learn from. Check how they were cut"),
+    )
+    for kind, applies, shows, means in tests:
+        hits = [(k[0], s) for k, s in seen.items() if applies(s)]
+        if hits:
+            out.append(Finding(kind, "warning", f"{len(hits)} file(s) {means} (e.g. {hits[0][0]}: "
+                                                f"{shows(hits[0][1])}).", files=files_of(p for p, _ in hits)))
     single = sorted(lab for lab, n in labels.items() if n == 1)
     if single:
         example = {lab: r["path"] for r in rows for lab in parse_labels(r["label"]) if lab in single}

@@ -21,6 +21,7 @@ import pandas as pd
 
 from clipwise.config import AUTO_EPOCH_RANGE, AUTO_EPOCH_STEPS, Config
 from clipwise.data.audio import audio_info
+from clipwise.data.check import SHORT_CLIP_SECONDS
 from clipwise.data.dataset import AudioStore
 from clipwise.data.leakage import check_split_leakage
 from clipwise.data.manifest import check_files, label_names, parse_labels, read_manifest
@@ -226,6 +227,9 @@ def data_facts(config: Config, data: PreparedData) -> dict:
         "sample_rate": int(config.data.sample_rate), "clip_seconds": float(config.data.clip_seconds),
         "class_counts": per_class,
         "silent_clips": {s: int(sum(data.stores[s].silent)) for s in SPLITS},
+        # clips shorter than one 25 ms analysis window: padded with silence, so next to nothing to learn from
+        "short_clips": {s: int(sum(len(w) < SHORT_CLIP_SECONDS * data.stores[s].sample_rate
+                                   for w in data.stores[s].waves)) for s in SPLITS},
         "skipped_files": int(len(data.skipped)),
         "groups_shared": {**{f"train_{s}": len(shared_groups(frame, split, "train", s)) for s in ("val", "test")},
                           "test_rows": rows_in_shared_groups(frame, split)},

@@ -131,6 +131,10 @@ def _class_and_length_notes(facts: RunFacts, data: dict[str, Any]) -> list[str]:
         if unseen:
             notes.append(f"{len(unseen)} class(es) occur only in training ({', '.join(unseen[:10])}): nothing "
                          "here measures how well they are recognised.")
+    short = data.get("short_clips")
+    if isinstance(short, dict) and sum(v for v in short.values() if isinstance(v, int)):
+        notes.append(f"Clips shorter than one 25 ms analysis window ({counts(short)}) were padded with silence: "
+                     "they hold almost nothing to learn from or to score; `clipwise check` lists them.")
     for warning in data.get("split_warnings") or []:
         notes.append(warning[0].upper() + warning[1:] + ".")
     auto = data.get("clip_seconds_auto")
