@@ -223,6 +223,21 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from clipwise.kinds import get_kind
+    from clipwise.run import RunFolder
+
+    run = RunFolder.open(args.run)
+    out = get_kind(run.kind).export(run, Path(args.out), overwrite=args.overwrite)
+    meta = json.loads((out / "bundle.json").read_text())
+    parity = meta["parity"]
+    print(f"bundle: {out} ({meta['format']}, {meta['sample_rate']} Hz, {meta['clip_seconds']} s windows)")
+    print(f"  parity on {parity['windows']} windows of the run's clips: largest probability difference "
+          f"{parity['max_abs_difference']:.2e}, top-1 agreement {parity['top1_agreement']:.4f}")
+    print(f"  use: clipwise predict {out} FILES   or, without torch: clipwise.runtime.load({str(out)!r})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from clipwise.demo import run_demo
 
@@ -328,6 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="table", choices=["table", "csv", "json"])
     s.add_argument("--checkpoint", default="best", choices=["best", "last"])
     s.set_defaults(fn=cmd_predict)
+
+    s = sub.add_parser("export", help="export a trained network as a bundle (ONNX, checked for parity) that scores "
+                       "audio without torch")
+    s.add_argument("run", help="run folder")
+    s.add_argument("--out", required=True, help="the bundle folder to write")
+    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists (the old one is kept aside)")
+    s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("check", help="find unreadable files, imbalance, group leakage and duplicate audio")
     s.add_argument("manifest", help="manifest CSV")

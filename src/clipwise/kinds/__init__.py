@@ -14,7 +14,7 @@ from typing import Any
 
 from clipwise.config import Config
 from clipwise.errors import ConfigError
-from clipwise.kinds import classical, deep, ensemble  # noqa: F401  (the built-in kinds register themselves)
+from clipwise.kinds import bundle, classical, deep, ensemble  # noqa: F401  (the built-in kinds register themselves)
 from clipwise.data.prepare import RUN_DIR_ENV
 from clipwise.kinds.base import KINDS, RunKind, claim_run_folder, get_kind, kinds_in_order, load_run
 from clipwise.models.registry import MODELS

@@ -48,6 +48,13 @@ class RunKind:
         """A scorer of audio for the finished run ``run``."""
         raise NotImplementedError
 
+    #: why a kind that does not export cannot, and what to do instead (the message of :meth:`export`)
+    cannot_export: ClassVar[str] = "this kind of run has no export"
+
+    def export(self, run: RunFolder, out: Path, *, overwrite: bool = False) -> Path:
+        """Write an export bundle of the run (see :mod:`clipwise.bundle`); returns its folder."""
+        raise ConfigError(f"{run.root} is a {self.name} run: {self.cannot_export}")
+
     def bundle(self, run: RunFolder, dest: Path) -> bool:
         """Copy into ``dest`` what scoring audio with ``run`` needs (an ensemble keeps its members so); False, with
         nothing copied, when the run holds no model (a folder of saved predictions only)."""

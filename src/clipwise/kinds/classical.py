@@ -282,6 +282,9 @@ class ClassicalKind(RunKind):
     name = "classical"
     order = 1
     description = "summary features of each clip and a scikit-learn classifier"
+    cannot_export = ("a classical baseline's summary features are librosa code, not a graph, so it has no ONNX "
+                     "export; export a network instead (`clipwise train --model audiocnn`, then `clipwise export`), "
+                     "or score with `clipwise predict` on the run folder")
 
     def trains(self, model_name: str) -> bool:
         return model_name in CLASSICAL_MODELS

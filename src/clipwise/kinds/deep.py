@@ -49,6 +49,11 @@ class DeepKind(RunKind):
         options.setdefault("hop_fraction", float(run.load_config_dict()["data"]["eval_hop_fraction"]))
         return Predictor.from_checkpoint(path, **options)
 
+    def export(self, run: RunFolder, out: Path, *, overwrite: bool = False) -> Path:
+        from clipwise.export import export_deep  # onnx and onnxscript load only when a user exports
+
+        return export_deep(run, out, overwrite=overwrite)
+
     def bundle(self, run: RunFolder, dest: Path) -> bool:
         if not run.best_checkpoint.is_file():
             return False

@@ -252,6 +252,8 @@ class EnsembleKind(RunKind):
     name = "ensemble"
     order = 2
     description = "probabilities of finished runs, mixed with weights learned on validation"
+    cannot_export = ("an ensemble has no single-graph export yet; export its members one by one (`clipwise export "
+                     "MEMBER --out BUNDLE`), or score with `clipwise predict` on the ensemble's folder")
 
     def load(self, run: RunFolder, *, checkpoint: str = "best", **options: Any) -> EnsemblePredictor:
         return EnsemblePredictor(run)

@@ -1,0 +1,155 @@
+"""``clipwise export RUN --out BUNDLE``: a trained network as an ONNX bundle (see :mod:`clipwise.bundle`), with
+parity against the eager model measured on the run's own clips and written into bundle.json.
+
+The exported graph is the whole model, waveform to probabilities: the frontend and its normalisation, the
+backbone and head, and the task's activation. Batch and time axes are dynamic. Parity is part of export: the
+run's test clips (else validation), windowed as ``clipwise predict`` windows them and at twice the clip length,
+go through both; export fails when a probability differs by more than :data:`PARITY_TOLERANCE`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from clipwise._io import atomic_write_text
+from clipwise._version import __version__
+from clipwise.bundle import BUNDLE_FILE, FORMAT_VERSION, MODEL_FILE, sha256
+from clipwise.data.audio import frame_windows, load_audio
+from clipwise.data.manifest import segment_seconds
+from clipwise.errors import ConfigError, RunError
+from clipwise.infer.predictor import Predictor
+from clipwise.models.classifier import ACTIVATIONS, AudioClassifier
+from clipwise.run import RunFolder
+from clipwise.task import get_task
+
+#: largest difference of a probability between the eager model and the exported graph
+PARITY_TOLERANCE = 1e-4
+#: clips of the run scored by both for the parity check
+PARITY_CLIPS = 32
+
+
+class _WithActivation(torch.nn.Module):
+    def __init__(self, model: AudioClassifier, activation: str):
+        super().__init__()
+        self.model, self.activation = model, activation
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return ACTIVATIONS[self.activation](self.model(waveform))
+
+
+def _parity_windows(run: RunFolder, spec, hop_samples: int) -> list[np.ndarray]:
+    """Batches of windows cut from the run's own clips: at the clip length, and at twice it."""
+    splits = pd.read_csv(run.splits_path, dtype={"path": str, "split": str}, keep_default_na=False)
+    for col in ("start", "end"):
+        if col in splits:
+            splits[col] = pd.to_numeric(splits[col], errors="coerce")
+    part = splits[splits["split"] == "test"]
+    part = part if len(part) else splits[splits["split"] == "val"]
+    windows = []
+    for row in part.head(PARITY_CLIPS).to_dict("records"):
+        start, end = segment_seconds(row)
+        try:
+            x = load_audio(row["path"], sample_rate=spec.sample_rate, start_seconds=start, end_seconds=end)
+        except Exception:  # noqa: BLE001 - a clip moved since training is simply not used for parity
+            continue
+        windows.append(frame_windows(x, window_samples=spec.clip_samples, hop_samples=hop_samples,
+                                     pad_mode=spec.pad_mode))
+    if not windows:
+        raise RunError(f"none of the clips in {run.splits_path} can be read, so parity cannot be measured; export "
+                       "where the run's audio is")
+    single = np.concatenate(windows)
+    double = np.concatenate([np.concatenate([w[0], w[-1]])[None, :] for w in windows])  # two windows long
+    return [single, double]
+
+
+def export_onnx(graph: torch.nn.Module, path: Path, *, clip_samples: int,
+                windows: list[np.ndarray]) -> tuple[float, int, int]:
+    """Export ``graph`` (waveform -> probabilities) to ONNX at ``path`` with dynamic batch and time axes, and
+    score ``windows`` (batches of waveforms) with both.
+
+    Returns:
+        ``(largest absolute difference, arg-max agreements, windows scored)``.
+    """
+    import onnxruntime as ort
+
+    example = torch.zeros(2, clip_samples)
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    samples = torch.export.Dim("samples", min=clip_samples, max=clip_samples * 1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(graph, (example,), dynamo=True, external_data=False, verbose=False,
+                                    input_names=["waveform"], output_names=["probabilities"],
+                                    dynamic_shapes={"waveform": {0: batch, 1: samples}})
+    program.save(str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst, agree, n = 0.0, 0, 0
+    for w in windows:
+        with torch.no_grad():
+            eager = graph(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))).numpy()
+        onnx = session.run(None, {"waveform": np.ascontiguousarray(w, dtype=np.float32)})[0]
+        worst = max(worst, float(np.abs(eager - onnx).max()))
+        agree += int((eager.argmax(1) == onnx.argmax(1)).sum())
+        n += len(w)
+    return worst, agree, n
+
+
+def export_deep(run: RunFolder, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Export a network's best checkpoint as a bundle in ``out``; returns the bundle folder.
+
+    Raises:
+        ConfigError: ``out`` exists (and not ``overwrite``).
+        RunError: parity fails, or the run's files are missing.
+    """
+    target = Path(out)
+    if target.exists() and not overwrite:
+        raise ConfigError(f"--out {target} already exists; nothing was written. Choose a new folder or pass "
+                          "--overwrite to replace it")
+    predictor = Predictor.from_checkpoint(run.best_checkpoint if run.best_checkpoint.is_file() else run.weights_path)
+    model, spec = predictor.model.eval(), predictor.model.spec
+    task = get_task(spec.task)
+    hop_fraction = float(run.load_config_dict()["data"]["eval_hop_fraction"])
+    hop = max(1, int(spec.clip_samples * hop_fraction))
+    graph = _WithActivation(model, task.activation).eval()
+    with tempfile.TemporaryDirectory(dir=target.parent if target.parent.exists() else None) as tmp:
+        stage = Path(tmp) / "bundle"
+        stage.mkdir()
+        worst, agree, n = export_onnx(graph, stage / MODEL_FILE, clip_samples=spec.clip_samples,
+                                      windows=_parity_windows(run, spec, hop))
+        parity = {"max_abs_difference": worst, "top1_agreement": agree / n, "windows": n,
+                  "tolerance": PARITY_TOLERANCE, "lengths": [spec.clip_samples, 2 * spec.clip_samples]}
+        if worst > PARITY_TOLERANCE:
+            raise RunError(f"the exported graph differs from the model by up to {worst:.2e} in a probability "
+                           f"(tolerance {PARITY_TOLERANCE:g}) on {n} windows of the run's clips; nothing was written")
+        copy = RunFolder(stage)
+        copy.save_labels(run.load_labels())
+        copy.write_info(kind="bundle", task=task)
+        copy.save_config_yaml({"data": {"sample_rate": spec.sample_rate, "clip_seconds": spec.clip_seconds,
+                                        "eval_hop_fraction": hop_fraction, "pad_mode": spec.pad_mode,
+                                        "task": task.name}})
+        if run.thresholds_path.is_file():
+            shutil.copy2(run.thresholds_path, copy.thresholds_path)
+        summary = run.load_summary()
+        meta: dict[str, Any] = {
+            "format_version": FORMAT_VERSION, "clipwise_version": __version__, "format": "onnx",
+            "sample_rate": spec.sample_rate, "clip_seconds": spec.clip_seconds, "clip_samples": spec.clip_samples,
+            "hop_fraction": hop_fraction, "pad_mode": spec.pad_mode, "task": task.name,
+            "model": spec.model.get("name"), "source_run": str(run.root.resolve()),
+            "source_test_metrics": summary.get("test"), "parity": parity,
+            "files": {p.name: sha256(p) for p in sorted(stage.iterdir()) if p.is_file()},
+        }
+        atomic_write_text(stage / BUNDLE_FILE, json.dumps(meta, indent=2) + "\n")
+        if target.exists():  # --overwrite: the old bundle is kept aside, never deleted
+            target.rename(target.with_name(f"{target.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"))
+        shutil.move(str(stage), str(target))
+    return target
