@@ -74,30 +74,57 @@ def _parity_windows(run: RunFolder, spec, hop_samples: int) -> list[np.ndarray]:
 
 
 def export_onnx(graph: torch.nn.Module, path: Path, *, clip_samples: int,
-                windows: list[np.ndarray]) -> tuple[float, int, int]:
-    """Export ``graph`` (waveform -> probabilities) to ONNX at ``path`` with dynamic batch and time axes, and
-    score ``windows`` (batches of waveforms) with both.
+                windows: list[np.ndarray]) -> tuple[float, int, int, str]:
+    """Export ``graph`` (waveform -> probabilities) to ONNX at ``path`` and score ``windows`` (batches of
+    waveforms) with both. The batch axis is dynamic; the time axis too where the graph allows, else (a GRU over
+    frames, say) it is fixed at the clip length, which is all the runtime feeds it.
 
     Returns:
-        ``(largest absolute difference, arg-max agreements, windows scored)``.
-    """
-    import onnxruntime as ort
+        ``(largest absolute difference, arg-max agreements, windows scored, "dynamic" or "fixed")``.
 
-    example = torch.zeros(2, clip_samples)
+    Raises:
+        RunError: the graph cannot be exported either way.
+    """
+    try:
+        _save_onnx(graph, path, clip_samples=clip_samples, dynamic_time=True)
+        return (*_parity(graph, path, windows), "dynamic")
+    except Exception:  # noqa: BLE001 - any failure of the dynamic export: try the fixed time axis next
+        pass
+    try:
+        _save_onnx(graph, path, clip_samples=clip_samples, dynamic_time=False)
+        return (*_parity(graph, path, [w for w in windows if w.shape[1] == clip_samples]), "fixed")
+    except Exception as e:  # noqa: BLE001 - the exporter and onnxruntime raise many kinds
+        raise RunError(f"this model does not export to ONNX yet ({type(e).__name__}: {str(e).splitlines()[0][:200]});"
+                       " score with `clipwise predict` on the run folder instead") from None
+
+
+def _save_onnx(graph: torch.nn.Module, path: Path, *, clip_samples: int, dynamic_time: bool) -> None:
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    samples = torch.export.Dim("samples", min=clip_samples, max=clip_samples * 1000)
+    axes = {0: batch}
+    if dynamic_time:
+        axes[1] = torch.export.Dim("samples", min=clip_samples, max=clip_samples * 1000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(graph, (example,), dynamo=True, external_data=False, verbose=False,
-                                    input_names=["waveform"], output_names=["probabilities"],
-                                    dynamic_shapes={"waveform": {0: batch, 1: samples}})
+        program = torch.onnx.export(graph, (torch.zeros(2, clip_samples),), dynamo=True, external_data=False,
+                                    verbose=False, input_names=["waveform"], output_names=["probabilities"],
+                                    dynamic_shapes={"waveform": axes})
     program.save(str(path))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _parity(graph: torch.nn.Module, path: Path, windows: list[np.ndarray]) -> tuple[float, int, int]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a failed run is reported by the exception, not by onnxruntime's own log too
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     worst, agree, n = 0.0, 0, 0
+    # batches of 1 and 3 too: the graph was traced at 2, and a batch axis fixed by the export must show here
+    windows = [*windows, windows[0][:1], np.concatenate([windows[0]] * 2)[:3]]
     for w in windows:
+        w = np.ascontiguousarray(w, dtype=np.float32)
         with torch.no_grad():
-            eager = graph(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))).numpy()
-        onnx = session.run(None, {"waveform": np.ascontiguousarray(w, dtype=np.float32)})[0]
+            eager = graph(torch.from_numpy(w)).numpy()
+        onnx = session.run(None, {"waveform": w})[0]
         worst = max(worst, float(np.abs(eager - onnx).max()))
         agree += int((eager.argmax(1) == onnx.argmax(1)).sum())
         n += len(w)
@@ -124,10 +151,11 @@ def export_deep(run: RunFolder, out: str | os.PathLike, *, overwrite: bool = Fal
     with tempfile.TemporaryDirectory(dir=target.parent if target.parent.exists() else None) as tmp:
         stage = Path(tmp) / "bundle"
         stage.mkdir()
-        worst, agree, n = export_onnx(graph, stage / MODEL_FILE, clip_samples=spec.clip_samples,
-                                      windows=_parity_windows(run, spec, hop))
+        worst, agree, n, time_axis = export_onnx(graph, stage / MODEL_FILE, clip_samples=spec.clip_samples,
+                                                 windows=_parity_windows(run, spec, hop))
+        lengths = [spec.clip_samples, 2 * spec.clip_samples] if time_axis == "dynamic" else [spec.clip_samples]
         parity = {"max_abs_difference": worst, "top1_agreement": agree / n, "windows": n,
-                  "tolerance": PARITY_TOLERANCE, "lengths": [spec.clip_samples, 2 * spec.clip_samples]}
+                  "tolerance": PARITY_TOLERANCE, "lengths": lengths, "time_axis": time_axis}
         if worst > PARITY_TOLERANCE:
             raise RunError(f"the exported graph differs from the model by up to {worst:.2e} in a probability "
                            f"(tolerance {PARITY_TOLERANCE:g}) on {n} windows of the run's clips; nothing was written")
