@@ -53,7 +53,8 @@ class RunKind:
 
     def export(self, run: RunFolder, out: Path, *, overwrite: bool = False) -> Path:
         """Write an export bundle of the run (see :mod:`clipwise.bundle`); returns its folder."""
-        raise ConfigError(f"{run.root} is a {self.name} run: {self.cannot_export}")
+        article = "an" if self.name[:1] in "aeiou" else "a"
+        raise ConfigError(f"{run.root} is {article} {self.name} run: {self.cannot_export}")
 
     def bundle(self, run: RunFolder, dest: Path) -> bool:
         """Copy into ``dest`` what scoring audio with ``run`` needs (an ensemble keeps its members so); False, with
