@@ -81,3 +81,14 @@ def to_jsonable(value: Any, *, float_digits: int | None = FLOAT_DIGITS) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
+
+
+def move_aside(path: str | os.PathLike) -> Path:
+    """Rename ``path`` to ``<path>.replaced-<time>`` (what ``--overwrite`` does to a run or bundle: nothing is
+    deleted); returns the new path."""
+    import time
+
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.rename(aside)
+    return aside

@@ -13,16 +13,14 @@ import json
 import os
 import shutil
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from clipwise._io import atomic_write_text
+from clipwise._io import atomic_write_text, move_aside
 from clipwise._version import __version__
 from clipwise.bundle import BUNDLE_FILE, FORMAT_VERSION, MODEL_FILE, sha256
 from clipwise.data.audio import frame_windows, load_audio
@@ -50,10 +48,7 @@ class _WithActivation(torch.nn.Module):
 
 def _parity_windows(run: RunFolder, spec, hop_samples: int) -> list[np.ndarray]:
     """Batches of windows cut from the run's own clips: at the clip length, and at twice it."""
-    splits = pd.read_csv(run.splits_path, dtype={"path": str, "split": str}, keep_default_na=False)
-    for col in ("start", "end"):
-        if col in splits:
-            splits[col] = pd.to_numeric(splits[col], errors="coerce")
+    splits = run.load_splits()
     part = splits[splits["split"] == "test"]
     part = part if len(part) else splits[splits["split"] == "val"]
     windows = []
@@ -178,6 +173,6 @@ def export_deep(run: RunFolder, out: str | os.PathLike, *, overwrite: bool = Fal
         }
         atomic_write_text(stage / BUNDLE_FILE, json.dumps(meta, indent=2) + "\n")
         if target.exists():  # --overwrite: the old bundle is kept aside, never deleted
-            target.rename(target.with_name(f"{target.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"))
+            move_aside(target)
         shutil.move(str(stage), str(target))
     return target

@@ -125,6 +125,20 @@ class RunFolder:
         """splits.csv: path, label and split of every clip the run used."""
         return self.root / "splits.csv"
 
+    def load_splits(self) -> pd.DataFrame:
+        """splits.csv: ``path``, ``label`` and ``split`` as text (a label "NA" stays a label), ``start`` / ``end``
+        as numbers (NaN where empty).
+
+        Raises:
+            RunError: the file is missing or not CSV.
+        """
+        df = self._read(self.splits_path, lambda text: pd.read_csv(
+            io.StringIO(text), dtype={"path": str, "label": str, "split": str}, keep_default_na=False), "CSV")
+        for col in ("start", "end"):
+            if col in df:
+                df[col] = pd.to_numeric(df[col], errors="coerce")
+        return df
+
     @property
     def estimator_path(self) -> Path:
         """A classical baseline's fitted scikit-learn pipeline."""

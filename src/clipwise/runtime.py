@@ -29,15 +29,16 @@ from clipwise.bundle import MODEL_FILE, read_bundle
 from clipwise.data.audio import frame_windows, load_audio
 from clipwise.data.manifest import segment_seconds
 from clipwise.errors import ConfigError
+from clipwise.infer.scoring import Scoring
 from clipwise.task import Task, get_task
 
 #: windows scored per onnxruntime call
 BATCH_WINDOWS = 64
 
 
-class BundleModel:
-    """A loaded bundle (see :func:`load`); the interface of clipwise's other scorers (``labels``, ``predict_files``,
-    ``predict_frame``, ``top_k``) plus ``predict`` and ``predict_array``.
+class BundleModel(Scoring):
+    """A loaded bundle (see :func:`load`): a :class:`~clipwise.infer.scoring.Scoring` like clipwise's other scorers
+    (``labels``, ``predict_frame``, ``predict_files``, ``top_k``), plus ``predict`` and ``predict_array``.
 
     Args:
         root: the bundle folder.
@@ -100,24 +101,12 @@ class BundleModel:
             rows.append(self.proba_of_samples(x))
         return np.stack(rows) if rows else np.zeros((0, len(self.labels)))
 
-    def predict_files(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
-        """Probabilities ``(files, classes)``."""
-        return self.predict_frame(pd.DataFrame({"path": [str(p) for p in paths]}))
-
     def predict_proba(self, paths: str | os.PathLike | Sequence[str | os.PathLike]) -> np.ndarray:
         return self.predict_files([paths] if isinstance(paths, (str, os.PathLike)) else paths)
 
     def predict(self, path: str | os.PathLike, *, top_k: int = 3) -> list[tuple[str, float]]:
         """The ``top_k`` labels of one file, best first."""
         return self.top_k(self.predict_files([path]), k=top_k)[0]
-
-    def top_k(self, probs: np.ndarray, *, k: int = 3) -> list[list[tuple[str, float]]]:
-        """The ``k`` most probable labels of each row, best first (ties in class order, as clipwise predict)."""
-        if k < 1:
-            raise ConfigError(f"top_k must be at least 1, got {k}")
-        k = min(k, probs.shape[1])
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        return [[(self.labels[j], float(probs[i, j])) for j in row] for i, row in enumerate(order)]
 
     @property
     def info(self) -> dict[str, Any]:

@@ -50,13 +50,10 @@ def _compare(name: str, stated: dict, recomputed: dict, tolerance: float) -> lis
 
 def _split_frames(run: RunFolder) -> dict[str, pd.DataFrame]:
     """The rows each saved prediction file was made from, in the same order."""
-    path = run.splits_path
-    if not path.is_file():
-        raise RunError(f"{path} is missing: the run's clips are unknown, so the checkpoint cannot re-score them")
-    df = pd.read_csv(path, dtype={"path": str, "label": str, "split": str}, keep_default_na=False)
-    for col in ("start", "end"):
-        if col in df:
-            df[col] = pd.to_numeric(df[col], errors="coerce")
+    if not run.splits_path.is_file():
+        raise RunError(f"{run.splits_path} is missing: the run's clips are unknown, so the checkpoint cannot re-score "
+                       "them")
+    df = run.load_splits()
     frames = {s: df[df["split"] == s].reset_index(drop=True) for s in ("val", "test")}
     cfg = run.load_config_dict()
     train = df[df["split"] == "train"].reset_index(drop=True)

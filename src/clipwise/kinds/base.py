@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from clipwise._io import move_aside
 from clipwise.config import Config
 from clipwise.errors import ConfigError, RegistryError, RunError
 from clipwise.infer.scoring import Scoring
@@ -108,7 +109,6 @@ def claim_run_folder(out: str | os.PathLike, *, overwrite: bool = False) -> Path
         ConfigError: ``out`` is a file, holds a run that training would replace, or holds other files.
     """
     import fnmatch
-    import time
 
     root = Path(out)
     if root.exists() and not root.is_dir():
@@ -135,9 +135,7 @@ def claim_run_folder(out: str | os.PathLike, *, overwrite: bool = False) -> Path
         resume = "" if run.summary_path.is_file() else f" continue it with `clipwise train --resume {root}`,"
         raise ConfigError(f"--out {root} holds {what}; nothing was written. Choose a new folder,{resume} or pass "
                           "--overwrite to move it aside (it is kept as <folder>.replaced-<time>)")
-    aside = root.with_name(f"{root.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-    root.rename(aside)
-    return aside
+    return move_aside(root)
 
 
 def load_run(path: str | os.PathLike, *, checkpoint: str = "best", **options: Any) -> Scoring:
