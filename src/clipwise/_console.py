@@ -143,6 +143,35 @@ def print_ensemble(out: Path) -> None:
                   f"macro-F1 {summary[split]['macro_f1']:.4f}")
 
 
+def print_export(out: Path) -> None:
+    """What an export wrote: the bundle's graphs and the parity measured for each."""
+    meta = json.loads((Path(out) / "bundle.json").read_text())
+
+    def parity_line(name: str, p: dict[str, Any]) -> str:
+        return (f"  {name}: parity on {p['windows']} windows of the run's clips: largest probability difference "
+                f"{p['max_abs_difference']:.2e}, top-1 agreement {p['top1_agreement']:.4f}")
+
+    if meta["format"] == "ensemble":
+        print(f"bundle: {out} (ensemble of {len(meta['members'])} bundles in {out}/members)")
+        for m in meta["members"]:
+            print(f"  {m['name']}: weight {m['weight']:.3f}, temperature {m['temperature']:.3f}")
+        p = meta["parity"]
+        print(f"  parity with the ensemble run on {p['clips']} clips: largest probability difference "
+              f"{p['max_abs_difference']:.2e}, top-1 agreement {p['top1_agreement']:.4f}")
+    else:
+        print(f"bundle: {out} (onnx, {meta['sample_rate']} Hz, {meta['clip_seconds']} s windows)")
+        print(parity_line("model.onnx", meta["parity"]))
+        if "torchscript" in meta:
+            print(parity_line("model.pt (TorchScript)", meta["torchscript"]))
+    if "int8" in meta:
+        q = meta["int8"]
+        change = "" if q["score_change"] is None else (f"; {q['metric']} {q['fp32_score']:.4f} -> "
+                                                        f"{q['int8_score']:.4f} ({q['score_change']:+.4f})")
+        print(f"  model.int8.onnx: {q['size_bytes'] / 1e6:.2f} MB (fp32 {q['fp32_size_bytes'] / 1e6:.2f} MB), top-1 "
+              f"agreement {q['top1_agreement']:.4f} on {q['clips']} test clips{change}")
+    print(f"  use: clipwise predict {out} FILES   or, without torch: clipwise.runtime.load({str(out)!r})")
+
+
 def print_model_list(models: Sequence[tuple[str, str, str]], *, default: str) -> None:
     """`clipwise models`: name, family and description of every model."""
     print(f"{'name':26s} {'family':14s} description")

@@ -6,9 +6,15 @@ Layout::
                           (frontend, normalisation and the softmax / sigmoid inside the graph; dynamic axes)
     BUNDLE/bundle.json    sample rate, clip length, scoring hop, pad mode, task, the source run and its test
                           metrics, the parity measured at export, and the sha256 of every other file
+    BUNDLE/model.int8.onnx  (--int8) the same graph with Conv / Gemm weights and activations in int8, the frontend
+                          in fp32; its agreement with model.onnx and the accuracy change are in bundle.json
+    BUNDLE/model.pt       (--format torchscript) the same graph traced to TorchScript, for torch.jit.load
     BUNDLE/labels.json    class names (index = output column)
     BUNDLE/thresholds.json  (multi-label) per-class decision thresholds tuned on validation
     BUNDLE/run.json, config.yaml   what a run folder records, so `clipwise predict BUNDLE` works as on a run
+
+An ensemble's bundle holds no graph of its own: ``members/<i>/`` are its members' bundles, and bundle.json lists
+them with their weights, temperatures and the sha256 of each member's bundle.json.
 
 Loading checks every file's checksum against bundle.json before anything is read, so a changed byte is caught.
 """
@@ -25,6 +31,9 @@ from clipwise.errors import RunError, UnsafeFileError
 
 BUNDLE_FILE = "bundle.json"
 MODEL_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+TORCHSCRIPT_FILE = "model.pt"
+MEMBERS_DIR = "members"
 FORMAT_VERSION = 1
 
 
@@ -55,11 +64,22 @@ def read_bundle(root: str | os.PathLike) -> dict[str, Any]:
         raise RunError(f"{path} is not valid JSON ({e}); export the bundle again") from None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION or "files" not in meta:
         raise RunError(f"{path} is not a bundle of format {FORMAT_VERSION}; export it again with this clipwise")
+    for member in meta.get("members", []):  # an ensemble: each member bundle checks its own files when loaded
+        folder = str(member.get("folder", ""))
+        file = root / folder / BUNDLE_FILE
+        if not folder.startswith(MEMBERS_DIR + "/") or ".." in folder or not file.is_file():
+            raise UnsafeFileError(f"{root / folder} is missing from the bundle (or not a member folder); export it "
+                                  "again")
+        _check_digest(file, member.get("bundle_sha256"), path)
     for name, digest in meta["files"].items():
         file = root / name
         if "/" in name or name.startswith(".") or not file.is_file():
             raise UnsafeFileError(f"{file} is missing from the bundle (or not a plain file name); export it again")
-        if sha256(file) != digest:
-            raise UnsafeFileError(f"{file} changed since export (its sha256 no longer matches {path}): the bundle "
-                                  "was damaged or tampered with, so it is not loaded; export it again")
+        _check_digest(file, digest, path)
     return meta
+
+
+def _check_digest(file: Path, digest: object, listed_in: Path) -> None:
+    if sha256(file) != digest:
+        raise UnsafeFileError(f"{file} changed since export (its sha256 no longer matches {listed_in}): the bundle "
+                              "was damaged or tampered with, so it is not loaded; export it again")

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from clipwise.config import DEFAULT_MODEL, SWEEP_SAMPLERS, USE_CASES
+from clipwise.config import DEFAULT_MODEL, EVENT_FORMATS, SWEEP_SAMPLERS, USE_CASES
 from clipwise.errors import ClipwiseError, ConfigError
 
 
@@ -141,25 +141,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from clipwise._console import print_predictions
-    from clipwise.api import load
-    from clipwise.infer.predictor import find_audio
+    from clipwise.cli_predict import predict_command  # files, long recordings and batch jobs
 
-    if args.top_k < 1:
-        raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
-    files = find_audio(args.paths)  # a missing file is named before any model is loaded
-    model = load(args.run, checkpoint=args.checkpoint)
-    files, probs, bad = model.score_files(files)
-    top = model.scorer.top_k(probs, k=args.top_k)
-    tags = model.task.decide(probs, model.labels, model.thresholds()) if model.task.multi_label else None
-    print_predictions(files, top, fmt=args.format, tags=tags)
-    for path, reason in bad:
-        print(f"clipwise predict: skipped {path}: {reason}", file=sys.stderr)
-    if bad and not args.skip_bad:
-        print(f"clipwise predict: error: {len(bad)} of {len(files) + len(bad)} file(s) could not be scored (listed "
-              "above); pass --skip-bad to exit 0 when some files are unreadable", file=sys.stderr)
-        return 1
-    return 0
+    return predict_command(args)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -227,14 +211,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     from clipwise.kinds import get_kind
     from clipwise.run import RunFolder
 
+    if args.calibration is not None and not args.int8:
+        raise ConfigError("--calibration sets the clips the int8 model is calibrated on: add --int8, or leave it out")
+    if args.calibration is not None and args.calibration < 1:
+        raise ConfigError(f"--calibration must be at least 1 clip, got {args.calibration}")
+    if not 0 < args.tolerance < 1:
+        raise ConfigError(f"--tolerance is the largest probability difference accepted, between 0 and 1; got "
+                          f"{args.tolerance}")
     run = RunFolder.open(args.run)
-    out = get_kind(run.kind).export(run, Path(args.out), overwrite=args.overwrite)
-    meta = json.loads((out / "bundle.json").read_text())
-    parity = meta["parity"]
-    print(f"bundle: {out} ({meta['format']}, {meta['sample_rate']} Hz, {meta['clip_seconds']} s windows)")
-    print(f"  parity on {parity['windows']} windows of the run's clips: largest probability difference "
-          f"{parity['max_abs_difference']:.2e}, top-1 agreement {parity['top1_agreement']:.4f}")
-    print(f"  use: clipwise predict {out} FILES   or, without torch: clipwise.runtime.load({str(out)!r})")
+    out = get_kind(run.kind).export(run, Path(args.out), overwrite=args.overwrite,
+                                    torchscript=args.format == "torchscript", int8=args.int8,
+                                    calibration=args.calibration, tolerance=args.tolerance)
+    from clipwise._console import print_export
+
+    print_export(out)
     return 0
 
 
@@ -334,14 +324,40 @@ def build_parser() -> argparse.ArgumentParser:
                    "ones are listed)")
     s.set_defaults(fn=cmd_evaluate)
 
-    s = sub.add_parser("predict", help="top-k labels for audio files or folders")
-    s.add_argument("run", help="run folder (or one of its checkpoints, RUN/checkpoints/last.ckpt)")
-    s.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
+    s = sub.add_parser("predict", help="top-k labels for audio files or folders; long recordings window by window; "
+                       "batch jobs over a manifest")
+    s.add_argument("run", help="run folder or export bundle (or a run's checkpoint, RUN/checkpoints/last.ckpt)")
+    s.add_argument("paths", nargs="*", help="audio files or folders (searched recursively)")
     s.add_argument("--top-k", type=int, default=3)
     s.add_argument("--skip-bad", action="store_true", help="exit 0 when some files cannot be decoded (they are "
                    "listed on stderr and the others scored either way)")
     s.add_argument("--format", default="table", choices=["table", "csv", "json"])
     s.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    g = s.add_argument_group("long recordings (scored window by window, decoded in blocks)")
+    g.add_argument("--window", type=float, metavar="SECONDS", help="window length (default: the model's clip length)")
+    g.add_argument("--hop", type=float, metavar="SECONDS", help="distance between window starts (default: the window)")
+    g.add_argument("--timeline", metavar="CSV", help="write one row per window: start, end, one column per class")
+    g.add_argument("--events", metavar="FILE", help="write events: runs of windows above a class's threshold")
+    g.add_argument("--events-format", default="csv", choices=EVENT_FORMATS,
+                   help="csv (start, end, label, max_score, mean_score), audacity (label track) or raven (selection "
+                        "table)")
+    g.add_argument("--threshold", type=float, help="one decision threshold for every class (default: the run's tuned "
+                   "thresholds for multi-label runs, else 0.5)")
+    g.add_argument("--thresholds", metavar="JSON", help="per-class thresholds: {label: threshold} or a run's "
+                   "thresholds.json")
+    g.add_argument("--min-duration", type=float, metavar="SECONDS", help="drop events shorter than this (default 0)")
+    g.add_argument("--gap", type=float, metavar="SECONDS",
+                   help="merge events of a label separated by at most this much (default 0)")
+    g = s.add_argument_group("batch jobs (many files)")
+    g.add_argument("--manifest", metavar="CSV", help="score every row of a manifest (a path column; optional "
+                   "start/end) instead of PATHS")
+    g.add_argument("--out", help="results: FILE.parquet or FILE.csv (local engine), a folder (ray engine)")
+    g.add_argument("--jobs", type=int, default=None, help="decoding worker processes (default: cores - 1); "
+                   "with --engine ray, scoring actors")
+    g.add_argument("--resume", action="store_true", help="keep the rows already in --out and score the rest")
+    g.add_argument("--engine", default="local", choices=("local", "ray"), help="local processes, or Ray Data on a "
+                   "Ray cluster (pip install 'clipwise[ray]')")
+    g.add_argument("--address", help="the Ray cluster to join (default: a local Ray instance)")
     s.set_defaults(fn=cmd_predict)
 
     s = sub.add_parser("export", help="export a trained network as a bundle (ONNX, checked for parity) that scores "
@@ -349,6 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", help="run folder")
     s.add_argument("--out", required=True, help="the bundle folder to write")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists (the old one is kept aside)")
+    s.add_argument("--format", default="onnx", choices=("onnx", "torchscript"),
+                   help="torchscript: add model.pt (torch.jit) next to the ONNX graph the runtime uses")
+    s.add_argument("--int8", action="store_true", help="add model.int8.onnx: Conv/Gemm quantised to int8 (frontend "
+                   "in fp32), calibrated on training clips, checked on test clips")
+    s.add_argument("--calibration", type=int, metavar="N", help="training clips the int8 model is calibrated on "
+                   "(default 128)")
+    s.add_argument("--tolerance", type=float, default=1e-4, help="the largest difference of a probability accepted "
+                   "between the model and an exported fp32 graph (default 1e-4)")
     s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("check", help="find unreadable files, imbalance, group leakage and duplicate audio")

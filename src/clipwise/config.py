@@ -26,6 +26,7 @@ FRONTEND_NAMES = ("logmel", "mfcc", "logmel_mfcc")  # registered in frontends.py
 SUMMARY_FEATURES = ("logmel", "mfcc", "bands", "cqt", "spectral", "zcr")  # classical.features
 SWEEP_SAMPLERS = ("grid", "random", "tpe")  # clipwise sweep --sampler
 USE_CASES = ("accuracy", "speed", "balanced", "edge")  # clipwise models --use-case
+EVENT_FORMATS = ("csv", "audacity", "raven")  # clipwise predict --events-format
 DEFAULT_MODEL = "audiocnn"
 
 #: train.epochs=auto: the optimiser steps a from-scratch model gets, and the epoch range that bounds them

@@ -8,7 +8,7 @@ disk), ``label`` (``;`` joins several labels), and the optional ``split`` (train
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from clipwise.errors import AudioError, ManifestError
 __all__ = [
     "SPLITS",
     "read_manifest",
+    "parse_segments",
+    "resolve_paths",
     "write_manifest",
     "check_files",
     "parse_labels",
@@ -145,6 +147,34 @@ def _check_duplicates(df: pd.DataFrame, path: Path, lines: np.ndarray) -> None:
         )
 
 
+def parse_segments(df: pd.DataFrame, *, path: Path, lines: np.ndarray) -> pd.DataFrame:
+    """``df``'s ``start`` / ``end`` cells (where present) parsed in place to float seconds (NaN where empty).
+
+    Args:
+        df: manifest rows, ``start`` / ``end`` as written.
+        path: the manifest, named in messages.
+        lines: each row's CSV line number, named in messages.
+
+    Returns:
+        ``df``.
+
+    Raises:
+        ManifestError: a cell is not a number, a start is negative, or a start is not before its end.
+    """
+    for column in ("start", "end"):
+        if column in df:
+            df[column] = _parse_numbers(df, column, path, lines, integer=False)
+    _check_segments(df, path, lines)
+    return df
+
+
+def resolve_paths(paths: Iterable[str], *, manifest: Path) -> list[str]:
+    """Audio paths as a manifest writes them, made absolute: a relative path is relative to the manifest's
+    folder (``~`` expanded), so a dataset folder can move with its manifest."""
+    base = Path(manifest).expanduser().absolute().parent
+    return [os.path.normpath(base / Path(p).expanduser()) for p in paths]
+
+
 def read_manifest(
     path: str | Path,
     *,
@@ -212,13 +242,8 @@ def read_manifest(
         df["split"] = normalised.astype(str)
     if "fold" in df:
         df["fold"] = _parse_numbers(df, "fold", path, lines, integer=True)
-    for column in ("start", "end"):
-        if column in df:
-            df[column] = _parse_numbers(df, column, path, lines, integer=False)
-    _check_segments(df, path, lines)
-
-    base = path.parent
-    df["path"] = [os.path.normpath(base / Path(p).expanduser()) for p in df["path"]]
+    parse_segments(df, path=path, lines=lines)
+    df["path"] = resolve_paths(df["path"], manifest=path)
     _check_duplicates(df, path, lines)
 
     canonical = ["path", "label"] + [c for c in _OPTIONAL if c in df]

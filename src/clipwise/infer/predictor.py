@@ -85,6 +85,10 @@ class Predictor(Scoring):
         return self.model.labels
 
     @property
+    def sample_rate(self) -> int:
+        return self.model.sample_rate
+
+    @property
     def task(self) -> Task:
         return get_task(self.model.spec.task)
 
@@ -111,3 +115,7 @@ class Predictor(Scoring):
     def predict_frame(self, df: pd.DataFrame) -> np.ndarray:
         """Probabilities for every row of a manifest frame (``path`` plus optional ``start``/``end``)."""
         return self.predict_store(AudioStore.load(df, sample_rate=self.model.sample_rate, progress=True))
+
+    def score_waves(self, waves) -> np.ndarray:
+        """Probabilities for decoded mono signals at the model's sample rate."""
+        return self.predict_store(AudioStore([""] * len(waves), list(waves), self.sample_rate))

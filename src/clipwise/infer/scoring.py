@@ -1,5 +1,5 @@
 """What every scorer of audio shares (the deep-model, classical-baseline and ensemble predictors, and the
-torch-free runtime's bundle); numpy and pandas only."""
+torch-free runtime's bundles), and how an ensemble mixes its members; numpy and pandas only."""
 
 from __future__ import annotations
 
@@ -10,15 +10,73 @@ import numpy as np
 import pandas as pd
 
 from clipwise.errors import ConfigError
+from clipwise.evaluate.metrics import LOG_LOSS_EPS
+
+
+def temper(probs: np.ndarray, t: float, *, multi_label: bool = False) -> np.ndarray:
+    """Probabilities rescaled by temperature ``t`` (< 1 sharpens, > 1 softens) without their logits:
+    ``softmax(log p / t)`` over each row, or ``sigmoid(logit p / t)`` per cell for multi-label scores."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-np.log(p / (1.0 - p)) / t))
+    z = np.log(p) / t
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def mix(scores: Sequence[np.ndarray], weights: np.ndarray, temperatures: Sequence[float], *,
+        multi_label: bool = False) -> np.ndarray:
+    """An ensemble's probabilities: each member's ``scores`` tempered by its temperature, weighted and summed."""
+    tempered = [s if t == 1.0 else temper(s, t, multi_label=multi_label) for s, t in zip(scores, temperatures)]
+    return np.tensordot(np.asarray(weights, dtype=np.float64), np.stack(tempered), axes=1)
+
+
+def check_wave(x: np.ndarray) -> np.ndarray:
+    """``x`` as a 1-D float32 array; raises ConfigError when it is empty, not mono, or not finite."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 1 or not len(x):
+        raise ConfigError(f"a signal must be a non-empty 1-D array (mix it down to mono), got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ConfigError("the signal holds NaN or infinite values: not usable audio")
+    return x
+
+
+def resample_wave(x: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
+    """``x`` at ``target_rate`` (soxr HQ, as the audio loader resamples)."""
+    if int(sample_rate) == int(target_rate):
+        return x
+    import soxr
+
+    return np.ascontiguousarray(soxr.resample(x, int(sample_rate), int(target_rate), quality="HQ"), dtype=np.float32)
 
 
 class Scoring:
-    """Subclasses set ``labels`` and implement ``predict_frame(df) -> (clips, classes)`` probabilities."""
+    """Subclasses set ``labels`` and ``sample_rate`` (the rate they score at) and implement
+    ``predict_frame(df) -> (clips, classes)`` for manifest rows and ``score_waves(waves) -> (clips, classes)`` for
+    decoded mono signals at ``sample_rate``; both give the same numbers for the same audio."""
 
     labels: list[str]
+    sample_rate: int
 
     def predict_frame(self, df: pd.DataFrame) -> np.ndarray:  # pragma: no cover - defined by subclasses
         raise NotImplementedError
+
+    def score_waves(self, waves: Sequence[np.ndarray]) -> np.ndarray:  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    def predict_signals(self, signals: Sequence[np.ndarray], *, sample_rate: int) -> np.ndarray:
+        """Probabilities ``(signals, classes)`` of mono float signals at ``sample_rate`` (resampled to the scorer's
+        rate as :func:`clipwise.data.audio.load_audio` resamples): what long recordings, batch jobs and the
+        service score decoded audio with.
+
+        Raises:
+            ConfigError: a signal is empty, not 1-D, or holds NaN / infinite values.
+        """
+        waves = [resample_wave(check_wave(x), sample_rate, self.sample_rate) for x in signals]
+        if not waves:
+            return np.zeros((0, len(self.labels)))
+        return np.asarray(self.score_waves(waves), dtype=np.float64)
 
     def predict_files(self, paths: Sequence[str | Path]) -> np.ndarray:
         """Probabilities for audio files."""

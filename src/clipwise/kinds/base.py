@@ -52,8 +52,9 @@ class RunKind:
     #: why a kind that does not export cannot, and what to do instead (the message of :meth:`export`)
     cannot_export: ClassVar[str] = "this kind of run has no export"
 
-    def export(self, run: RunFolder, out: Path, *, overwrite: bool = False) -> Path:
-        """Write an export bundle of the run (see :mod:`clipwise.bundle`); returns its folder."""
+    def export(self, run: RunFolder, out: Path, *, overwrite: bool = False, **options: Any) -> Path:
+        """Write an export bundle of the run (see :mod:`clipwise.bundle`); returns its folder. ``options``:
+        ``torchscript``, ``int8`` and ``calibration``, as :func:`clipwise.export.export_deep` takes them."""
         article = "an" if self.name[:1] in "aeiou" else "a"
         raise ConfigError(f"{run.root} is {article} {self.name} run: {self.cannot_export}")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from clipwise.kinds.base import RunKind, register_kind
 from clipwise.run import RunFolder
-from clipwise.runtime import BundleModel
+from clipwise.runtime import BundleScoring, load
 
 
 @register_kind
@@ -18,8 +18,8 @@ class BundleKind(RunKind):
     description = "an exported model (ONNX), scored by the torch-free runtime"
     cannot_export = "it is already a bundle; copy the folder to ship it"
 
-    def load(self, run: RunFolder, *, checkpoint: str = "best", **options: Any) -> BundleModel:
-        return BundleModel(run.root, threads=options.get("threads"))
+    def load(self, run: RunFolder, *, checkpoint: str = "best", **options: Any) -> BundleScoring:
+        return load(run.root, threads=options.get("threads"), int8=bool(options.get("int8")))
 
     def bundle(self, run: RunFolder, dest: Path) -> bool:
         return False  # an ensemble references it where it is

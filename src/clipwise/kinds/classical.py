@@ -276,6 +276,10 @@ class ClassicalPredictor(Scoring):
         store = AudioStore.load(df, sample_rate=self.sample_rate, progress=True)
         return self.pipeline.predict_proba(extract(df, store.waves, self.sample_rate, self.feature_config))
 
+    def score_waves(self, waves) -> np.ndarray:
+        features = [summary_features(w, self.sample_rate, **self.feature_config) for w in waves]
+        return self.pipeline.predict_proba(np.stack(features))
+
 
 @register_kind
 class ClassicalKind(RunKind):

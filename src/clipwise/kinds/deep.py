@@ -49,10 +49,10 @@ class DeepKind(RunKind):
         options.setdefault("hop_fraction", float(run.load_config_dict()["data"]["eval_hop_fraction"]))
         return Predictor.from_checkpoint(path, **options)
 
-    def export(self, run: RunFolder, out: Path, *, overwrite: bool = False) -> Path:
+    def export(self, run: RunFolder, out: Path, *, overwrite: bool = False, **options: Any) -> Path:
         from clipwise.export import export_deep  # onnx and onnxscript load only when a user exports
 
-        return export_deep(run, out, overwrite=overwrite)
+        return export_deep(run, out, overwrite=overwrite, **options)
 
     def bundle(self, run: RunFolder, dest: Path) -> bool:
         if not run.best_checkpoint.is_file():

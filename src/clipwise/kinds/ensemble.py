@@ -35,22 +35,10 @@ import numpy as np
 from clipwise.errors import ConfigError, RunError
 from clipwise.evaluate.metrics import LOG_LOSS_EPS
 from clipwise.evaluate.report import write_report
-from clipwise.infer.scoring import Scoring
+from clipwise.infer.scoring import Scoring, mix, temper
 from clipwise.kinds.base import RunKind, get_kind, load_run, register_kind
 from clipwise.run import RunFolder
 from clipwise.summary import RunSummary, score_splits, write_summary
-
-
-def temper(probs: np.ndarray, t: float, *, multi_label: bool = False) -> np.ndarray:
-    """Probabilities rescaled by temperature ``t`` (< 1 sharpens, > 1 softens) without their logits:
-    ``softmax(log p / t)`` over each row, or ``sigmoid(logit p / t)`` per cell for multi-label scores."""
-    p = np.clip(np.asarray(probs, dtype=np.float64), LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)
-    if multi_label:
-        return 1.0 / (1.0 + np.exp(-np.log(p / (1.0 - p)) / t))
-    z = np.log(p) / t
-    z -= z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def fit_temperature(y: np.ndarray, probs: np.ndarray) -> float:
@@ -240,11 +228,89 @@ class EnsemblePredictor(Scoring):
         self.temperatures = [float(t) for t in spec["temperatures"]]
         self.labels = list(self.members[0].labels)
 
-    def predict_frame(self, df) -> np.ndarray:
-        scores = [m.predict_frame(df) if t == 1.0 else temper(m.predict_frame(df), t, multi_label=self.multi_label)
-                  for m, t in zip(self.members, self.temperatures)]
-        return np.tensordot(self.weights, np.stack(scores), axes=1)
+    @property
+    def sample_rate(self) -> int:
+        """The highest of the members' rates: decoded audio is resampled from it for each member."""
+        return max(m.sample_rate for m in self.members)
 
+    def _mix(self, scores: list[np.ndarray]) -> np.ndarray:
+        return mix(scores, self.weights, self.temperatures, multi_label=self.multi_label)
+
+    def predict_frame(self, df) -> np.ndarray:
+        return self._mix([m.predict_frame(df) for m in self.members])
+
+    def predict_signals(self, signals, *, sample_rate: int) -> np.ndarray:
+        # each member resamples from the given rate itself, as it decodes files at its own rate
+        return self._mix([m.predict_signals(signals, sample_rate=sample_rate) for m in self.members])
+
+
+
+def export_ensemble(run: RunFolder, out: str | os.PathLike, *, overwrite: bool = False,
+                    clips: RunFolder | None = None, tolerance: float | None = None, **options: Any) -> Path:
+    """An ensemble as a bundle: each member exported as a bundle of its own in ``members/<i>`` (checked for parity
+    like any export), and the weights and temperatures in bundle.json; the mix of the bundles is then checked
+    against the ensemble run on its test clips. ``options`` go to each member's export (torchscript, int8,
+    calibration); ``tolerance`` to every parity check (default :data:`clipwise.export.PARITY_TOLERANCE`).
+
+    Raises:
+        ConfigError: ``out`` exists (and not ``overwrite``), or a member cannot export (a classical baseline).
+        RunError: a member's folder is gone, or a parity check fails.
+    """
+    from clipwise._version import __version__
+    from clipwise.bundle import BUNDLE_FILE, FORMAT_VERSION, MEMBERS_DIR, sha256
+    from clipwise.export import PARITY_TOLERANCE, staged_bundle, write_bundle_meta
+    from clipwise.runtime import EnsembleBundleModel
+
+    spec = run._read(run.ensemble_path, json.loads, "JSON")
+    clips = clips or run
+    tolerance = PARITY_TOLERANCE if tolerance is None else tolerance
+    with staged_bundle(out, overwrite=overwrite) as stage:
+        members = []
+        for i, (member, name, w, t) in enumerate(zip(spec["members"], spec["names"], spec["weights"],
+                                                     spec["temperatures"])):
+            folder = RunFolder(_member_dir(run.root, member))
+            if not folder.root.is_dir():
+                raise RunError(f"ensemble member {name} ({folder.root}) is gone; rebuild the ensemble with "
+                               "`clipwise ensemble` (which copies its members' models) and export again")
+            sub = f"{MEMBERS_DIR}/{i}"
+            try:
+                get_kind(folder.kind).export(folder, stage / sub, clips=clips, tolerance=tolerance, **options)
+            except ConfigError as e:
+                raise ConfigError(f"member {name} of the ensemble cannot be exported: {e}. Build an ensemble of "
+                                  "networks only to export it") from None
+            members.append({"name": name, "folder": sub, "weight": float(w), "temperature": float(t),
+                            "bundle_sha256": sha256(stage / sub / BUNDLE_FILE)})
+        copy = RunFolder(stage)
+        copy.save_labels(run.load_labels())
+        copy.write_info(kind="bundle", task=run.task)
+        if run.thresholds_path.is_file():
+            shutil.copy2(run.thresholds_path, copy.thresholds_path)
+        meta: dict[str, Any] = {
+            "format_version": FORMAT_VERSION, "clipwise_version": __version__, "format": "ensemble",
+            "task": run.task.name, "members": members, "source_run": str(run.root.resolve()),
+            "source_test_metrics": run.load_summary().get("test") if run.summary_path.is_file() else None,
+        }
+        bundled = EnsembleBundleModel(stage, meta=meta)
+        meta["sample_rate"] = bundled.sample_rate
+        copy.save_config_yaml({"data": {"sample_rate": bundled.sample_rate, "task": run.task.name}})
+        meta["parity"] = _ensemble_parity(clips, EnsemblePredictor(run), bundled, tolerance=tolerance)
+        write_bundle_meta(stage, meta)
+    return Path(out)
+
+
+def _ensemble_parity(clips: RunFolder, ensemble: EnsemblePredictor, bundled: Scoring, *,
+                     tolerance: float) -> dict[str, Any]:
+    """The ensemble run against its bundle on (up to 32 of) the run's test clips."""
+    splits = clips.load_splits()
+    rows = splits[splits["split"] == "test"]
+    rows = (rows if len(rows) else splits[splits["split"] == "val"]).head(32)
+    a, b = ensemble.predict_frame(rows), bundled.predict_frame(rows)
+    worst = float(np.abs(a - b).max())
+    if worst > tolerance:
+        raise RunError(f"the exported ensemble differs from the ensemble run by up to {worst:.2e} in a probability "
+                       f"(tolerance {tolerance:g}); nothing was written. Accept a larger difference with --tolerance")
+    return {"max_abs_difference": worst, "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
+            "clips": len(rows), "tolerance": tolerance}
 
 
 @register_kind
@@ -252,8 +318,9 @@ class EnsembleKind(RunKind):
     name = "ensemble"
     order = 2
     description = "probabilities of finished runs, mixed with weights learned on validation"
-    cannot_export = ("an ensemble has no single-graph export yet; export its members one by one (`clipwise export "
-                     "MEMBER --out BUNDLE`), or score with `clipwise predict` on the ensemble's folder")
+
+    def export(self, run: RunFolder, out: Path, *, overwrite: bool = False, **options: Any) -> Path:
+        return export_ensemble(run, out, overwrite=overwrite, **options)
 
     def load(self, run: RunFolder, *, checkpoint: str = "best", **options: Any) -> EnsemblePredictor:
         return EnsemblePredictor(run)
