@@ -30,7 +30,8 @@ def predict_command(args: argparse.Namespace) -> int:
                                            ("--resume", args.resume), ("--engine", args.engine != "local"),
                                            ("--address", args.address)) if given]
     if batch_only:
-        raise ConfigError(f"{', '.join(batch_only)} belong to batch jobs: add --manifest CSV (PATHS are scored and "
+        verb = "belongs" if len(batch_only) == 1 else "belong"
+        raise ConfigError(f"{', '.join(batch_only)} {verb} to batch jobs: add --manifest CSV (PATHS are scored and "
                           "printed; long recordings write --timeline / --events)")
     long_form = any(getattr(args, k) is not None for k in ("window", "hop", "threshold", "thresholds", "gap",
                                                             "min_duration", "timeline", "events"))

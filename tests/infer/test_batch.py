@@ -170,6 +170,16 @@ def test_bad_batch_flags_are_one_line_errors_naming_the_flag(manifest, tmp_path,
         assert out.read_text() == "the user's own file\n"
 
 
+@pytest.mark.parametrize("extra", [("--out", "p.csv"), ("--jobs", "2"), ("--resume",), ("--engine", "ray"),
+                                   ("--out", "p.csv", "--resume")])
+def test_batch_flags_without_a_manifest_are_refused_not_ignored(manifest, cli, use_scorer, extra):
+    use_scorer(_Loudness())
+    r = cli("predict", "RUN", manifest.parent, *extra)
+    assert r.rc == 2 and r.err.count("\n") == 1 and "--manifest" in r.err, r.err
+    assert all(flag in r.err for flag in extra if flag.startswith("--")), r.err
+    assert_flags_exist("predict", r.err)
+
+
 # -- with a trained run ------------------------------------------------------------------------------------------
 def _test_clips(run: Path, n: int = 6) -> list[str]:
     from clipwise.run import RunFolder
