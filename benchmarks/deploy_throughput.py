@@ -22,6 +22,7 @@ Engines, each timed over the same files, median of --repeats (after one warm-up 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -108,11 +109,20 @@ def plain_loop(run: Path, files: list[str]) -> None:
             torch.softmax(model(torch.from_numpy(y)[None]), -1)
 
 
-def ensure_bundle(run: Path, work: Path) -> Path:
+def ensure_bundle(run: Path, work: Path) -> tuple[Path, str | None]:
+    """The run's bundle, with its int8 graph where export accepts one; else why not (an untrained model's flat
+    probabilities change their top label under int8, and export refuses it)."""
     bundle = work / f"{run.name}.bundle"
     if not (bundle / "bundle.json").is_file():
-        run_clipwise(["export", str(run), "--out", str(bundle), "--int8"], log=work / "export.log")
-    return bundle
+        log = work / "export.log"
+        done = subprocess.run([*CLIPWISE, "export", str(run), "--out", str(bundle), "--int8"], capture_output=True,
+                              text=True)
+        log.write_text(done.stdout + done.stderr)
+        if done.returncode:
+            run_clipwise(["export", str(run), "--out", str(bundle)], log=log)
+            (work / f"{run.name}.no-int8").write_text(done.stderr.strip())
+    reason = work / f"{run.name}.no-int8"
+    return bundle, (reason.read_text() if reason.is_file() else None)
 
 
 def main() -> None:
@@ -143,7 +153,12 @@ def main() -> None:
     peak = peak_gflops(threads=threads)
     result = {"clips": len(files), "audio_seconds": round(audio_seconds, 1), "threads": threads,
               "peak_gflops": round(peak, 1), "repeats": args.repeats, "models": {}}
+    partial = work / "partial.json"  # models measured by an interrupted invocation (same clips) are kept
+    if partial.is_file() and json.loads(partial.read_text()).get("clips") == len(files):
+        result["models"] = json.loads(partial.read_text())["models"]
     for run in (Path(args.run), small):
+        if str(run) in [m["run"] for m in result["models"].values()]:
+            continue
         import torch
 
         from clipwise.api import load as load_run_model
@@ -151,9 +166,10 @@ def main() -> None:
 
         torch.set_num_threads(threads)
         name, flops = model_flops(run)
-        bundle = ensure_bundle(run, work)
+        bundle, no_int8 = ensure_bundle(run, work)
         limit = peak * 1e9 / flops if flops else None
-        eager, fp32, int8 = load_run_model(run), load_bundle(bundle), load_bundle(bundle, int8=True)
+        eager, fp32 = load_run_model(run), load_bundle(bundle)
+        int8 = None if no_int8 else load_bundle(bundle, int8=True)
         out = work / "job.parquet"
 
         def job() -> None:
@@ -164,7 +180,7 @@ def main() -> None:
         engines = {
             "eager torch (clipwise.load)": lambda: eager.predict_proba(files),
             "onnx fp32 (clipwise.runtime)": lambda: fp32.predict_proba(files),
-            "onnx int8 (clipwise.runtime)": lambda: int8.predict_proba(files),
+            **({} if int8 is None else {"onnx int8 (clipwise.runtime)": lambda: int8.predict_proba(files)}),
             "batch job (predict --manifest, onnx fp32)": job,
             "plain loop (librosa + eager, per file)": lambda: plain_loop(run, files),
         }
@@ -179,7 +195,8 @@ def main() -> None:
                   + (f"  {cps / limit:6.1%} of the limit" if limit else ""), flush=True)
         result["models"][name] = {"run": str(run), "mflops_per_clip": round(flops / 1e6, 1),
                                   "compute_limit_clips_per_second": round(limit, 1) if limit else None,
-                                  "engines": figures}
+                                  "engines": figures, "int8_not_exported": no_int8}
+        partial.write_text(json.dumps(result))
     save_result(args.name, result)
 
 

@@ -1,7 +1,7 @@
 """INT8 against fp32 for one bundle: file size, latency of one 5 s window on one thread (the edge case), and the
 accuracy of both on the run's test clips (ESC-50 fold 1 for a fold-1 run).
 
-Usage: .venv/bin/python benchmarks/int8.py --run RUN [--calibration 128] [--repeats 50]
+Usage: .venv/bin/python benchmarks/int8.py --run RUN [--calibration 512] [--repeats 50]
 
 The bundle is exported with ``clipwise export RUN --out RUN.int8-bundle --int8`` (kept in --work); the accuracy
 change is the one export measures and writes into bundle.json (every test clip, scored as `clipwise predict`
@@ -38,7 +38,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True)
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "clipwise-int8"))
-    p.add_argument("--calibration", type=int, default=128)
+    p.add_argument("--calibration", type=int, default=512)
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--name", default="int8")
     args = p.parse_args()

@@ -105,6 +105,7 @@ def test_torchscript_and_int8_graphs_are_checked_and_recorded(two_epoch_run, tmp
     assert meta["torchscript"]["max_abs_difference"] <= 1e-4
     q = meta["int8"]
     assert q["calibration_clips"] == 8 and q["top1_agreement"] >= 0.99 and q["clips"] == 8
+    assert len(q["kept_in_fp32"]) == 2  # the first and the last Conv / Gemm
     assert q["size_bytes"] < q["fp32_size_bytes"] / 2  # Conv and Gemm weights in one byte instead of four
     assert q["score_change"] == pytest.approx(q["int8_score"] - q["fp32_score"])
     clips = _test_clips(two_epoch_run)

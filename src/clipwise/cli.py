@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--int8", action="store_true", help="add model.int8.onnx: Conv/Gemm quantised to int8 (frontend "
                    "in fp32), calibrated on training clips, checked on test clips")
     s.add_argument("--calibration", type=int, metavar="N", help="training clips the int8 model is calibrated on "
-                   "(default 128)")
+                   "(default 512)")
     s.add_argument("--tolerance", type=float, default=1e-4, help="the largest difference of a probability accepted "
                    "between the model and an exported fp32 graph (default 1e-4)")
     s.set_defaults(fn=cmd_export)
