@@ -36,7 +36,7 @@ import pandas as pd
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CLIPWISE, dataset_manifest, run_clipwise, save_result  # noqa: E402
+from _common import CLIPWISE, dataset_manifest, median_seconds, run_clipwise, save_result  # noqa: E402
 
 
 def peak_gflops(*, threads: int, repeats: int = 5) -> float:
@@ -82,16 +82,6 @@ def smallest_builtin() -> str:
         if macs and (best is None or macs < best[1]):
             best = (e.name, macs)
     return best[0]
-
-
-def timed(fn, *, repeats: int) -> float:
-    fn()  # warm-up: lazy kernels, the page cache of the files
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def plain_loop(run: Path, files: list[str]) -> None:
@@ -186,7 +176,7 @@ def main() -> None:
         }
         figures = {}
         for engine, fn in engines.items():
-            seconds = timed(fn, repeats=args.repeats)
+            seconds = median_seconds(fn, repeats=args.repeats)
             cps = len(files) / seconds
             figures[engine] = {"seconds": round(seconds, 2), "clips_per_second": round(cps, 1),
                                "x_real_time": round(audio_seconds / seconds, 1),

@@ -119,18 +119,35 @@ def _parity(graph: torch.nn.Module, path: Path, windows: list[np.ndarray]) -> tu
     options = ort.SessionOptions()
     options.log_severity_level = 4  # a failed run is reported by the exception, not by onnxruntime's own log too
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    worst, agree, n = 0.0, 0, 0
-    # batches of 1 and 3 too: the graph was traced at 2, and a batch axis fixed by the export must show here
-    windows = [*windows, windows[0][:1], np.concatenate([windows[0]] * 2)[:3]]
-    for w in windows:
+    worst, agree, n, _ = _compare(graph, lambda w: session.run(None, {"waveform": w})[0], windows)
+    return worst, agree, n
+
+
+def _compare(graph: torch.nn.Module, exported, windows: list[np.ndarray], *,
+             skip_failures: bool = False) -> tuple[float, int, int, list[int]]:
+    """The eager ``graph`` against ``exported`` (a function of a float32 batch to probabilities) on ``windows``,
+    and on batches of 1 and 3 (the graph was traced at 2: a batch axis fixed by the export must show here).
+
+    Returns:
+        ``(largest absolute difference, arg-max agreements, windows scored, lengths scored)``; with
+        ``skip_failures`` a batch that ``exported`` cannot take is left out (a length the trace froze out).
+    """
+    worst, agree, n, lengths = 0.0, 0, 0, []
+    for w in [*windows, windows[0][:1], np.concatenate([windows[0]] * 2)[:3]]:
         w = np.ascontiguousarray(w, dtype=np.float32)
+        try:
+            got = np.asarray(exported(w))
+        except Exception:  # noqa: BLE001 - exporters and runtimes raise many kinds
+            if skip_failures:
+                continue
+            raise
         with torch.no_grad():
             eager = graph(torch.from_numpy(w)).numpy()
-        onnx = session.run(None, {"waveform": w})[0]
-        worst = max(worst, float(np.abs(eager - onnx).max()))
-        agree += int((eager.argmax(1) == onnx.argmax(1)).sum())
+        worst = max(worst, float(np.abs(eager - got).max()))
+        agree += int((eager.argmax(1) == got.argmax(1)).sum())
         n += len(w)
-    return worst, agree, n
+        lengths.append(int(w.shape[1]))
+    return worst, agree, n, lengths
 
 
 def export_torchscript(graph: torch.nn.Module, path: Path, *, clip_samples: int, windows: list[np.ndarray],
@@ -150,19 +167,12 @@ def export_torchscript(graph: torch.nn.Module, path: Path, *, clip_samples: int,
     except Exception as e:  # noqa: BLE001 - the tracer raises many kinds
         raise RunError(f"this model does not trace to TorchScript ({type(e).__name__}: "
                        f"{str(e).splitlines()[0][:200]}); export with --format onnx instead") from None
-    worst, agree, n, lengths = 0.0, 0, 0, []
-    for w in [*windows, windows[0][:1], np.concatenate([windows[0]] * 2)[:3]]:
-        x = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+
+    def run(w: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            try:
-                got = traced(x).numpy()
-            except Exception:  # noqa: BLE001 - a length the trace froze out: recorded as not supported
-                continue
-            eager = graph(x).numpy()
-        worst = max(worst, float(np.abs(eager - got).max()))
-        agree += int((eager.argmax(1) == got.argmax(1)).sum())
-        n += len(w)
-        lengths.append(int(w.shape[1]))
+            return traced(torch.from_numpy(w)).numpy()
+
+    worst, agree, n, lengths = _compare(graph, run, windows, skip_failures=True)
     if worst > tolerance or not n:
         raise RunError(f"the traced TorchScript model differs from the model by up to {worst:.2e} in a probability "
                        f"(tolerance {tolerance:g}); export with --format onnx instead")

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from clipwise.bundle import INT8_FILE, MODEL_FILE
-from clipwise.data.audio import frame_windows, load_audio
-from clipwise.data.manifest import segment_seconds
+from clipwise.data.audio import frame_windows
+from clipwise.data.dataset import AudioStore
 from clipwise.errors import RunError
 from clipwise.run import RunFolder
 from clipwise.runtime import BundleModel
@@ -40,15 +40,10 @@ QUANTISED_OPS = ("Conv", "Gemm")
 
 def _read(rows: pd.DataFrame, sample_rate: int) -> tuple[list[np.ndarray], list[int]]:
     """The decodable clips of ``rows`` and their row positions (a clip moved since training is left out)."""
-    waves, kept = [], []
-    for i, row in enumerate(rows.to_dict("records")):
-        start, end = segment_seconds(row)
-        try:
-            waves.append(load_audio(row["path"], sample_rate=sample_rate, start_seconds=start, end_seconds=end))
-            kept.append(i)
-        except Exception:  # noqa: BLE001 - an unreadable clip is simply not used
-            continue
-    return waves, kept
+    store, failed = AudioStore.load_checked(rows, sample_rate=sample_rate)
+    bad = set(failed.index)
+    kept = [i for i, index in enumerate(rows.index) if index not in bad]
+    return store.waves, kept
 
 
 class _Calibration:

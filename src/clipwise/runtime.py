@@ -32,7 +32,7 @@ from clipwise.data.audio import frame_windows, load_audio
 from clipwise.data.manifest import segment_seconds
 from clipwise.errors import ConfigError, RunError
 from clipwise.infer.longform import Window, score_recording
-from clipwise.infer.scoring import Scoring, mix
+from clipwise.infer.scoring import MixedScoring, Scoring
 from clipwise.task import Task, get_task
 
 #: windows scored per onnxruntime call
@@ -165,7 +165,7 @@ class BundleModel(BundleScoring):
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
 
 
-class EnsembleBundleModel(BundleScoring):
+class EnsembleBundleModel(MixedScoring, BundleScoring):
     """A bundle of an ensemble: its members' bundles (``members/<i>``), mixed with the ensemble's weights and
     temperatures exactly as the ensemble run mixes them.
 
@@ -184,19 +184,10 @@ class EnsembleBundleModel(BundleScoring):
         self.members = [load(self.root / m["folder"], threads=threads, int8=int8) for m in self.meta["members"]]
         self.weights = np.asarray([m["weight"] for m in self.meta["members"]], dtype=np.float64)
         self.temperatures = [float(m["temperature"]) for m in self.meta["members"]]
-        self.sample_rate = max(m.sample_rate for m in self.members)
+        self.multi_label = self.task.multi_label
 
     def __repr__(self) -> str:
         return f"EnsembleBundleModel({str(self.root)!r}, {len(self.members)} members, {len(self.labels)} labels)"
-
-    def _mix(self, scores: list[np.ndarray]) -> np.ndarray:
-        return mix(scores, self.weights, self.temperatures, multi_label=self.task.multi_label)
-
-    def predict_frame(self, df: pd.DataFrame) -> np.ndarray:
-        return self._mix([m.predict_frame(df) for m in self.members])
-
-    def predict_signals(self, signals, *, sample_rate: int) -> np.ndarray:
-        return self._mix([m.predict_signals(signals, sample_rate=sample_rate) for m in self.members])
 
 
 def load(root: str | os.PathLike, *, threads: int | None = None, int8: bool = False) -> BundleScoring:

@@ -235,8 +235,13 @@ def load_audio(
     if bad:
         raise AudioError(f"not usable audio: {path} holds {bad} NaN or infinite sample(s) of {x.size}; re-export it "
                          "or remove it from the manifest", path=str(path))
-    if sr_in != sample_rate:
-        x = soxr.resample(np.ascontiguousarray(x), sr_in, int(sample_rate), quality="HQ")
+    return resample(x, sr_in, int(sample_rate))
+
+
+def resample(x: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
+    """``x`` (1-D float) at ``target_rate``, converted with soxr (HQ) as :func:`load_audio` converts; float32."""
+    if int(sample_rate) != int(target_rate):
+        x = soxr.resample(np.ascontiguousarray(x), int(sample_rate), int(target_rate), quality="HQ")
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clipwise.data.audio import resample
 from clipwise.errors import ConfigError
 from clipwise.evaluate.metrics import LOG_LOSS_EPS
 
@@ -42,15 +43,6 @@ def check_wave(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def resample_wave(x: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
-    """``x`` at ``target_rate`` (soxr HQ, as the audio loader resamples)."""
-    if int(sample_rate) == int(target_rate):
-        return x
-    import soxr
-
-    return np.ascontiguousarray(soxr.resample(x, int(sample_rate), int(target_rate), quality="HQ"), dtype=np.float32)
-
-
 class Scoring:
     """Subclasses set ``labels`` and ``sample_rate`` (the rate they score at) and implement
     ``predict_frame(df) -> (clips, classes)`` for manifest rows and ``score_waves(waves) -> (clips, classes)`` for
@@ -73,7 +65,7 @@ class Scoring:
         Raises:
             ConfigError: a signal is empty, not 1-D, or holds NaN / infinite values.
         """
-        waves = [resample_wave(check_wave(x), sample_rate, self.sample_rate) for x in signals]
+        waves = [resample(check_wave(x), sample_rate, self.sample_rate) for x in signals]
         if not waves:
             return np.zeros((0, len(self.labels)))
         return np.asarray(self.score_waves(waves), dtype=np.float64)
@@ -93,3 +85,28 @@ class Scoring:
         k = min(k, probs.shape[1])
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return [[(self.labels[j], float(probs[i, j])) for j in row] for i, row in enumerate(order)]
+
+
+class MixedScoring(Scoring):
+    """An ensemble's scorer: its ``members`` (scorers), mixed with ``weights`` and ``temperatures`` by :func:`mix`.
+    Subclasses set those three and ``multi_label`` (how a temperature rescales the members' scores)."""
+
+    members: list[Scoring]
+    weights: np.ndarray
+    temperatures: list[float]
+    multi_label: bool
+
+    @property
+    def sample_rate(self) -> int:
+        """The highest of the members' rates: decoded audio is resampled from it for each member."""
+        return max(m.sample_rate for m in self.members)
+
+    def _mix(self, scores: list[np.ndarray]) -> np.ndarray:
+        return mix(scores, self.weights, self.temperatures, multi_label=self.multi_label)
+
+    def predict_frame(self, df: pd.DataFrame) -> np.ndarray:
+        return self._mix([m.predict_frame(df) for m in self.members])  # each member decodes at its own rate
+
+    def predict_signals(self, signals: Sequence[np.ndarray], *, sample_rate: int) -> np.ndarray:
+        # each member resamples from the given rate itself, as it decodes files at its own rate
+        return self._mix([m.predict_signals(signals, sample_rate=sample_rate) for m in self.members])

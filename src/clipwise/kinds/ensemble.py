@@ -35,7 +35,7 @@ import numpy as np
 from clipwise.errors import ConfigError, RunError
 from clipwise.evaluate.metrics import LOG_LOSS_EPS
 from clipwise.evaluate.report import write_report
-from clipwise.infer.scoring import Scoring, mix, temper
+from clipwise.infer.scoring import MixedScoring, Scoring, temper
 from clipwise.kinds.base import RunKind, get_kind, load_run, register_kind
 from clipwise.run import RunFolder
 from clipwise.summary import RunSummary, score_splits, write_summary
@@ -211,7 +211,7 @@ def build_ensemble(runs: list[str | os.PathLike], out: str | os.PathLike, *, wei
     return run.root
 
 
-class EnsemblePredictor(Scoring):
+class EnsemblePredictor(MixedScoring):
     """Scores audio with every member (each with its own frontend and clip length) and mixes the
     probabilities with the ensemble's weights; the interface of :class:`~clipwise.infer.Predictor`."""
 
@@ -227,22 +227,6 @@ class EnsemblePredictor(Scoring):
         self.weights = np.asarray(spec["weights"], dtype=np.float64)
         self.temperatures = [float(t) for t in spec["temperatures"]]
         self.labels = list(self.members[0].labels)
-
-    @property
-    def sample_rate(self) -> int:
-        """The highest of the members' rates: decoded audio is resampled from it for each member."""
-        return max(m.sample_rate for m in self.members)
-
-    def _mix(self, scores: list[np.ndarray]) -> np.ndarray:
-        return mix(scores, self.weights, self.temperatures, multi_label=self.multi_label)
-
-    def predict_frame(self, df) -> np.ndarray:
-        return self._mix([m.predict_frame(df) for m in self.members])
-
-    def predict_signals(self, signals, *, sample_rate: int) -> np.ndarray:
-        # each member resamples from the given rate itself, as it decodes files at its own rate
-        return self._mix([m.predict_signals(signals, sample_rate=sample_rate) for m in self.members])
-
 
 
 def export_ensemble(run: RunFolder, out: str | os.PathLike, *, overwrite: bool = False,
